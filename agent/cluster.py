@@ -1,0 +1,180 @@
+"""Cluster state: Kubernetes Node objects turned into validated records, or refused with a reason.
+
+The informers keep raw dicts; this module is the only place that reads them. A Node that fails
+validation is refused as a whole when its identity is in doubt (name), and field by field where
+the rest of it is still trustworthy (one bad CIDR does not take down the node's other prefix).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import validate
+
+ANNOTATION_PREFIX = "kube-fabric-agent.io/"
+SWITCH_PORT_ANNOTATION = ANNOTATION_PREFIX + "switch-port"
+ROUTING_ANNOTATION = ANNOTATION_PREFIX + "routing"
+FLANNEL_PREFIX = "flannel.alpha.coreos.com/"
+ROUTING_MODES = ("bgp", "static", "vxlan")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Something from the cluster or the config the agent will not act on, and why."""
+
+    kind: str  # "node", "attachment", "prefix", "port", ...
+    name: str  # printable name of the object (already escaped)
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class SwitchPort:
+    switch: str
+    port: str
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    created: str  # RFC 3339 creationTimestamp; orders claims (older wins)
+    pod_cidrs: tuple[IPNetwork, ...]
+    internal_ips: tuple[IPAddress, ...]
+    unschedulable: bool
+    routing: str | None  # from the annotation; None = the config's default
+    switch_port: SwitchPort | None  # from the annotation
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
+    """One Node dict -> a Node (or None if it must be ignored entirely) and the refusals."""
+    raw_name = _get(obj, "metadata", "name")
+    try:
+        name = validate.node_name(raw_name)
+    except ValueError as exc:
+        return None, [Refusal("node", validate.printable(raw_name), str(exc))]
+
+    refusals: list[Refusal] = []
+    annotations = _str_map(_get(obj, "metadata", "annotations"))
+
+    raw_cidrs = _get(obj, "spec", "podCIDRs")
+    if raw_cidrs is None:
+        single = _get(obj, "spec", "podCIDR")
+        raw_cidrs = [single] if single is not None else []
+    if not isinstance(raw_cidrs, list):
+        refusals.append(Refusal("node", name, "spec.podCIDRs is not a list"))
+        raw_cidrs = []
+    cidrs: list[IPNetwork] = []
+    for raw in raw_cidrs:
+        try:
+            cidrs.append(validate.cidr(raw))
+        except ValueError as exc:
+            refusals.append(Refusal("prefix", f"{name} {validate.printable(raw)}", str(exc)))
+
+    internal_ips: list[IPAddress] = []
+    addresses = _get(obj, "status", "addresses")
+    for entry in addresses if isinstance(addresses, list) else []:
+        if _get(entry, "type") != "InternalIP":
+            continue
+        try:
+            addr = validate.ip_address(_get(entry, "address"))
+        except ValueError as exc:
+            refusals.append(Refusal("node", name, f"InternalIP: {exc}"))
+            continue
+        # One per family, the first one, as the kubelet orders them.
+        if all(a.version != addr.version for a in internal_ips):
+            internal_ips.append(addr)
+
+    unschedulable = _get(obj, "spec", "unschedulable") is True
+
+    routing = annotations.get(ROUTING_ANNOTATION)
+    if routing is not None and routing not in ROUTING_MODES:
+        refusals.append(
+            Refusal(
+                "node",
+                name,
+                f"annotation {ROUTING_ANNOTATION}={validate.printable(routing)} is not one of "
+                f"{', '.join(ROUTING_MODES)}; using the default",
+            )
+        )
+        routing = None
+    if routing is None and annotations.get(FLANNEL_PREFIX + "backend-type") == "vxlan":
+        routing = "vxlan"
+
+    switch_port = None
+    raw_sp = annotations.get(SWITCH_PORT_ANNOTATION)
+    if raw_sp is not None:
+        try:
+            switch_port = parse_switch_port(raw_sp)
+        except ValueError as exc:
+            refusals.append(Refusal("node", name, f"annotation {SWITCH_PORT_ANNOTATION}: {exc}"))
+
+    created = _get(obj, "metadata", "creationTimestamp")
+    node = Node(
+        name=name,
+        created=created if isinstance(created, str) else "",
+        pod_cidrs=tuple(cidrs),
+        internal_ips=tuple(internal_ips),
+        unschedulable=unschedulable,
+        routing=routing,
+        switch_port=switch_port,
+        labels=_str_map(_get(obj, "metadata", "labels")),
+    )
+    return node, refusals
+
+
+def parse_switch_port(value: str) -> SwitchPort:
+    switch, sep, port = value.partition("/")
+    if not sep:
+        raise ValueError(f"{validate.printable(value)} is not <switch hostname>/<port>")
+    try:
+        return SwitchPort(validate.hostname(switch), validate.interface_name(port))
+    except ValueError as exc:
+        raise ValueError(f"{validate.printable(value)}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    nodes: tuple[Node, ...]
+    refusals: tuple[Refusal, ...]
+
+    def by_name(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+
+def cluster_state(node_objects: Iterable[Any]) -> ClusterState:
+    nodes: dict[str, Node] = {}
+    refusals: list[Refusal] = []
+    for obj in node_objects:
+        node, why = parse_node(obj)
+        refusals.extend(why)
+        if node is None:
+            continue
+        if node.name in nodes:  # cannot happen with a real API server; a file may do it
+            refusals.append(Refusal("node", node.name, "appears more than once; first one kept"))
+            continue
+        nodes[node.name] = node
+    ordered = tuple(sorted(nodes.values(), key=lambda n: n.name))
+    return ClusterState(ordered, tuple(refusals))

@@ -1,0 +1,204 @@
+"""The agent's configuration file (YAML), validated with every error naming its key path.
+
+The keys of ../shared/contract.md are accepted by every version; the rest are extensions with
+defaults. Unknown keys are errors: a typo in a production config must not be silently ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from agent import validate
+
+IfName = Annotated[str, AfterValidator(validate.interface_name)]
+NodeName = Annotated[str, AfterValidator(validate.node_name)]
+Asn = Annotated[int, BeforeValidator(validate.asn)]
+Cidr = Annotated[str, AfterValidator(lambda v: str(validate.cidr(v)))]
+Selector = Annotated[str, AfterValidator(validate.label_selector)]
+
+
+def _ipv4(value: object) -> str:
+    addr = validate.ip_address(value)
+    if addr.version != 4:
+        raise ValueError(f"{value} is not an IPv4 address")
+    return str(addr)
+
+
+IPv4 = Annotated[str, BeforeValidator(_ipv4)]
+RoutingMode = Literal["bgp", "static", "vxlan"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SwitchConfig(_Strict):
+    hostname: Annotated[str, AfterValidator(validate.hostname)] = Field(
+        default_factory=lambda: socket.gethostname()
+    )
+    asn: Asn
+    router_id: IPv4
+    vtep_ip: IPv4 | None = None
+
+
+class KubernetesConfig(_Strict):
+    kubeconfig: str | None = None
+    node_selector: Selector = ""
+    # Server-side watch timeout; each watch picks a random value between this and twice this,
+    # as client-go's reflector does, so a fleet of leaves does not reconnect in lockstep.
+    watch_timeout_seconds: int = Field(300, ge=5, le=3600)
+
+
+class FabricConfig(_Strict):
+    server_ports: list[IfName] = Field(min_length=1)
+    uplinks: list[IfName] = Field(default_factory=list)
+    attachments: dict[IfName, NodeName] = Field(default_factory=dict)
+    lldp: bool = False
+    lldp_socket: str | None = None
+    pod_supernets: list[Cidr] = Field(min_length=1)
+    default_routing: RoutingMode = "bgp"
+    # Upper bound on prefixes one node may send, counted before the prefix list ("force"), so a
+    # node leaking a full table costs the leaf a session reset rather than its memory.
+    max_prefixes_per_node: int = Field(100, ge=1, le=100000)
+    max_prefix_restart_minutes: int = Field(5, ge=1, le=30000)
+    aggregate_to_supernets: bool = False
+    advertise_node_ips: bool = True
+
+    @model_validator(mode="after")
+    def _ports_consistent(self) -> FabricConfig:
+        problems = []
+        for name, ports in (("server_ports", self.server_ports), ("uplinks", self.uplinks)):
+            dupes = sorted({p for p in ports if ports.count(p) > 1})
+            if dupes:
+                problems.append(f"{name} lists {', '.join(dupes)} more than once")
+        both = sorted(set(self.server_ports) & set(self.uplinks))
+        if both:
+            problems.append(f"{', '.join(both)} is both a server port and an uplink")
+        for port in self.attachments:
+            if port not in self.server_ports:
+                problems.append(f"attachments names {port}, which is not in server_ports")
+        nodes = list(self.attachments.values())
+        dup_nodes = sorted({n for n in nodes if nodes.count(n) > 1})
+        if dup_nodes:
+            problems.append(f"attachments puts {', '.join(dup_nodes)} on more than one port")
+        nets = [ipaddress.ip_network(n) for n in self.pod_supernets]
+        for i, a in enumerate(nets):
+            for b in nets[i + 1 :]:
+                if a.version == b.version and a.overlaps(b):
+                    problems.append(f"pod_supernets {a} and {b} overlap")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class FrrConfig(_Strict):
+    pathspace: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,32}$")
+    config_file: str = "/etc/frr/frr.conf"
+    vtysh: str = "/usr/bin/vtysh"
+    reload_script: str = "/usr/lib/frr/frr-reload.py"
+    # How long to wait for more changes before rendering; a burst of Node updates becomes one
+    # apply. Well under MetalLB's 3 s.
+    debounce_ms: int = Field(200, ge=0, le=10000)
+    # Re-check the running config this often and repair drift (a restarted bgpd, a hand edit).
+    resync_seconds: float = Field(30.0, ge=1.0, le=3600.0)
+    command_timeout_seconds: float = Field(60.0, ge=1.0, le=600.0)
+
+
+class SonicConfig(_Strict):
+    database_config: str = "/var/run/redis/sonic-db/database_config.json"
+
+
+class DataplaneConfig(_Strict):
+    backend: Literal["linux", "sonic"] = "linux"
+    sonic: SonicConfig = SonicConfig()
+
+
+class HeadroomConfig(_Strict):
+    profile: str = "generic"
+    capacity: dict[
+        Literal[
+            "ipv4_routes", "ipv6_routes", "nexthops", "neighbors", "fdb_entries", "remote_vteps"
+        ],
+        Annotated[int, Field(ge=0)],
+    ] = Field(default_factory=dict)
+    reserve_percent: float = Field(5.0, ge=0.0, le=50.0)
+
+
+class StatusConfig(_Strict):
+    socket: str = "/run/kube-fabric-agent/agent.sock"
+    state_file: str = "/run/kube-fabric-agent/status.json"
+
+
+class AgentConfig(_Strict):
+    switch: SwitchConfig
+    kubernetes: KubernetesConfig = KubernetesConfig()
+    fabric: FabricConfig
+    frr: FrrConfig = FrrConfig()
+    dataplane: DataplaneConfig = DataplaneConfig()
+    headroom: HeadroomConfig = HeadroomConfig()
+    status: StatusConfig = StatusConfig()
+
+
+class ConfigError(Exception):
+    """Raised with one line per problem, each naming the key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{_key_path(err['loc'])}: {msg}")
+    return lines
+
+
+def parse_config(data: object) -> AgentConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): the configuration must be a YAML mapping"])
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError([f"(file): cannot read {path}: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"(file): {path} is not valid YAML: {exc}"]) from None
+    return parse_config(data)
