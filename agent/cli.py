@@ -1,0 +1,116 @@
+"""`fabric-agent`: run (the daemon), check-config, render (offline, same plan and templates)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.cluster import cluster_state
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.frr_render import UnsafeValue, render_frr
+from agent.plan import plan
+
+EXIT_CONFIG = 2
+EXIT_INPUT = 3
+
+
+def _load_or_exit(path: str) -> AgentConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
+def read_cluster_file(path: str) -> Iterator[Any]:
+    """Node objects from a `kubectl get nodes -o yaml|json` List, one object, or several YAML
+    documents (JSON is YAML). Objects of other kinds are skipped."""
+    with open(path) as f:
+        docs = list(yaml.safe_load_all(f))
+    for doc in docs:
+        if doc is None:
+            continue
+        items = doc.get("items") if isinstance(doc, dict) and "items" in doc else [doc]
+        for obj in items if isinstance(items, list) else []:
+            kind = obj.get("kind", "Node") if isinstance(obj, dict) else None
+            if kind == "Node":
+                yield obj
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load_or_exit(args.config)
+    print(f"{args.config}: OK (switch {cfg.switch.hostname}, AS{cfg.switch.asn}, "
+          f"{len(cfg.fabric.server_ports)} server ports, {len(cfg.fabric.uplinks)} uplinks)")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    cfg = _load_or_exit(args.config)
+    try:
+        nodes = list(read_cluster_file(args.cluster))
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"cannot read cluster file {args.cluster}: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    result = plan(cfg, cluster_state(nodes))
+    for refusal in result.refusals:
+        print(f"refused: {refusal}", file=sys.stderr)
+    try:
+        text = render_frr(result.frr)
+    except UnsafeValue as exc:
+        print(f"internal error, nothing rendered: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    if args.json_plan:
+        print(json.dumps([a.__dict__ for a in result.attachments], indent=2), file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load_or_exit(args.config)
+    from agent.daemon import run_agent  # heavy imports only for the daemon
+
+    asyncio.run(run_agent(cfg))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fabric-agent", description=__doc__)
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the daemon in the foreground (systemd Type=notify)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_check_config)
+    p = sub.add_parser("render", help="print the frr.conf for a cluster file, offline")
+    p.add_argument("--config", required=True)
+    p.add_argument("--cluster", required=True, help="kubectl get nodes -o yaml output")
+    p.add_argument("--json-plan", action="store_true", help="also print attachments to stderr")
+    p.set_defaults(func=cmd_render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # systemd's journal adds timestamps; keep lines short and grep-able.
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not Path(args.config).exists() and args.command != "check-config":
+        print(f"(file): {args.config} does not exist", file=sys.stderr)
+        return EXIT_CONFIG
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Node validation, attachment precedence and plan(): pure functions, no root."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agent import validate
+from agent.attachments import match_lldp_name, resolve
+from agent.cluster import Node, cluster_state, parse_node
+from agent.config import parse_config
+from agent.frr_render import UnsafeValue, _token, render_frr
+from agent.plan import plan
+
+CONFIG = {
+    "switch": {"hostname": "leaf1", "asn": 65101, "router_id": "10.0.0.1"},
+    "fabric": {"server_ports": ["swp1", "swp2", "swp3"], "uplinks": ["swp51"],
+               "pod_supernets": ["10.244.0.0/16"], "lldp": True},
+}
+
+
+def node(name: str, cidr: str | None = None, port: str | None = None, ip: str | None = None,
+         created: str = "2026-01-01T00:00:00Z", **extra: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {"metadata": {"name": name, "creationTimestamp": created,
+                                        "annotations": {}}, "spec": {}, "status": {}}
+    if cidr:
+        obj["spec"]["podCIDRs"] = [cidr]
+    if port:
+        obj["metadata"]["annotations"]["kube-fabric-agent.io/switch-port"] = port
+    if ip:
+        obj["status"]["addresses"] = [{"type": "InternalIP", "address": ip}]
+    obj["spec"].update(extra)
+    return obj
+
+
+@pytest.mark.parametrize("value", ["a", "node-1.example.com", "x" * 253])
+def test_valid_node_names(value: str) -> None:
+    assert validate.node_name(value) == value
+
+
+@pytest.mark.parametrize("value", ["", "A", "-a", "a_b", "a\nb", "a b", "x" * 254, None, 5])
+def test_invalid_node_names(value: object) -> None:
+    with pytest.raises(ValueError):
+        validate.node_name(value)
+
+
+@pytest.mark.parametrize("value", ["10.244.1.1/24", "10.244.1.0", "300.1.1.0/24", "::/ab", 7])
+def test_invalid_cidrs(value: object) -> None:
+    with pytest.raises(ValueError):
+        validate.cidr(value)
+
+
+def test_parse_node_keeps_good_fields_and_refuses_bad_ones() -> None:
+    obj = node("n1", ip="192.168.1.1")
+    obj["spec"]["podCIDRs"] = ["10.244.1.0/24", "10.244.2.0/24 permit any"]
+    parsed, refusals = parse_node(obj)
+    assert parsed is not None
+    assert [str(c) for c in parsed.pod_cidrs] == ["10.244.1.0/24"]
+    assert len(refusals) == 1 and "not a valid CIDR" in refusals[0].reason
+
+
+def test_pod_cidr_falls_back_to_single_field() -> None:
+    obj = node("n1")
+    obj["spec"]["podCIDR"] = "10.244.3.0/24"
+    parsed, _ = parse_node(obj)
+    assert parsed is not None and [str(c) for c in parsed.pod_cidrs] == ["10.244.3.0/24"]
+
+
+@pytest.mark.parametrize("obj", ["string", None, 42, {"metadata": "x"}, {"metadata": {}}])
+def test_garbage_objects_are_refused_not_crashing(obj: object) -> None:
+    parsed, refusals = parse_node(obj)
+    assert parsed is None and refusals
+
+
+def test_flannel_vxlan_nodes_default_to_vxlan_routing() -> None:
+    obj = node("n1")
+    obj["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-type"] = "vxlan"
+    parsed, _ = parse_node(obj)
+    assert parsed is not None and parsed.routing == "vxlan"
+
+
+def _nodes(*objs: dict[str, Any]) -> list[Node]:
+    return list(cluster_state(objs).nodes)
+
+
+def test_attachment_precedence_static_annotation_lldp() -> None:
+    nodes = _nodes(node("a", port="leaf1/swp2"), node("b"), node("c.example.com"))
+    atts, refusals = resolve(switch_hostname="leaf1", server_ports=["swp1", "swp2", "swp3"],
+                             static={"swp1": "a"}, nodes=nodes,
+                             lldp_neighbors={"swp2": "b", "swp3": "c"})
+    assert {(a.port, a.node, a.source) for a in atts} == {
+        ("swp1", "a", "static"), ("swp2", "b", "lldp"), ("swp3", "c.example.com", "lldp")}
+    assert any("static wins" in r.reason for r in refusals)
+
+
+def test_two_nodes_one_port_refuses_both_and_one_node_two_ports_refuses_it() -> None:
+    nodes = _nodes(node("a", port="leaf1/swp1"), node("b", port="leaf1/swp1"), node("c"))
+    atts, refusals = resolve(switch_hostname="leaf1", server_ports=["swp1", "swp2", "swp3"],
+                             static={}, nodes=nodes, lldp_neighbors={"swp2": "c", "swp3": "c"})
+    assert atts == []
+    assert {r.name for r in refusals} == {"a", "b", "c"}
+
+
+def test_annotation_for_another_switch_is_ignored() -> None:
+    nodes = _nodes(node("a", port="leaf2/swp1"))
+    atts, refusals = resolve(switch_hostname="leaf1", server_ports=["swp1"], static={},
+                             nodes=nodes, lldp_neighbors={})
+    assert atts == [] and refusals == []
+
+
+def test_lldp_short_name_must_be_unique() -> None:
+    assert match_lldp_name("srv1", ["srv1.a.example", "srv2.a.example"]) == "srv1.a.example"
+    assert match_lldp_name("srv1", ["srv1.a.example", "srv1.b.example"]) is None
+    assert match_lldp_name("SRV1", ["srv1"]) == "srv1"
+
+
+def test_plan_older_node_keeps_overlapping_cidr() -> None:
+    cfg = parse_config(CONFIG)
+    state = cluster_state([
+        node("young", "10.244.1.0/25", "leaf1/swp2", created="2026-02-01T00:00:00Z"),
+        node("old", "10.244.1.0/24", "leaf1/swp1", created="2026-01-01T00:00:00Z"),
+    ])
+    p = plan(cfg, state)
+    peers = {peer.port: peer for peer in p.frr.server_peers}
+    assert peers["swp1"].accept_v4 == ("10.244.1.0/24",)
+    assert peers["swp2"].accept_v4 == ()
+    assert any("overlaps a pod CIDR of older node old" in r.reason for r in p.refusals)
+
+
+def test_plan_internal_ip_inside_other_nodes_space_is_refused() -> None:
+    cfg = parse_config(CONFIG)
+    state = cluster_state([node("a", "10.244.1.0/24", "leaf1/swp1", ip="192.168.0.1"),
+                           node("b", "10.244.2.0/24", "leaf1/swp2", ip="10.244.1.7",
+                                created="2026-03-01T00:00:00Z")])
+    peers = {peer.port: peer for peer in plan(cfg, state).frr.server_peers}
+    assert peers["swp1"].accept_v4 == ("10.244.1.0/24", "192.168.0.1/32")
+    assert peers["swp2"].accept_v4 == ("10.244.2.0/24",)
+
+
+def test_plan_cordoned_node_drains_and_unknown_ports_deny() -> None:
+    cfg = parse_config(CONFIG)
+    state = cluster_state([node("a", "10.244.1.0/24", "leaf1/swp1", unschedulable=True)])
+    p = plan(cfg, state)
+    peers = {peer.port: peer for peer in p.frr.server_peers}
+    assert peers["swp1"].draining
+    assert peers["swp2"].node is None and peers["swp3"].node is None
+    text = render_frr(p.frr)
+    assert "set community graceful-shutdown additive" in text
+    assert " neighbor swp2 route-map KFA-DENY in" in text
+    assert p.frr.advertise_v4 == ("10.244.1.0/24",)
+
+
+def test_plan_uses_lldp_only_when_enabled() -> None:
+    state = cluster_state([node("srv9", "10.244.9.0/24")])
+    on = plan(parse_config(CONFIG), state, {"swp3": "srv9"})
+    assert [(a.port, a.source) for a in on.attachments] == [("swp3", "lldp")]
+    off_cfg = {**CONFIG, "fabric": {**CONFIG["fabric"], "lldp": False}}
+    assert plan(parse_config(off_cfg), state, {"swp3": "srv9"}).attachments == ()
+
+
+def test_plan_is_deterministic_whatever_the_input_order() -> None:
+    cfg = parse_config(CONFIG)
+    objs = [node(f"n{i}", f"10.244.{i}.0/24", f"leaf1/swp{i}") for i in (1, 2, 3)]
+    a = render_frr(plan(cfg, cluster_state(objs)).frr)
+    b = render_frr(plan(cfg, cluster_state(list(reversed(objs)))).frr)
+    assert a == b
+
+
+def test_hostile_values_never_reach_the_rendered_config() -> None:
+    evil = "x\n neighbor 6.6.6.6 remote-as 1"
+    cfg = parse_config(CONFIG)
+    objs = [
+        node(evil, "10.244.1.0/24", "leaf1/swp1"),
+        node("b", "10.244.2.0/24", f"leaf1/swp2{evil}"),
+        node("c", f"10.244.3.0/24{evil}", "leaf1/swp3", ip=f"10.1.1.1{evil}"),
+    ]
+    objs[2]["metadata"]["annotations"]["kube-fabric-agent.io/routing"] = evil
+    text = render_frr(plan(cfg, cluster_state(objs)).frr)
+    assert "6.6.6.6" not in text and "remote-as 1\n" not in text
+
+
+@pytest.mark.parametrize("value", ["a b", "a\nb", "", "x;y", "a!b"])
+def test_token_filter_is_the_last_line_of_defence(value: str) -> None:
+    with pytest.raises(UnsafeValue):
+        _token(value)

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, load_config, parse_config
+
+BASE = {
+    "switch": {"hostname": "leaf1", "asn": 65101, "router_id": "10.0.0.1"},
+    "fabric": {"server_ports": ["swp1", "swp2"], "uplinks": ["swp51"],
+               "pod_supernets": ["10.244.0.0/16"]},
+}
+
+
+def _problems(data: dict) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    return exc.value.problems
+
+
+def _with(section: str, **values: object) -> dict:
+    data = {k: dict(v) for k, v in BASE.items()}
+    data.setdefault(section, {}).update(values)
+    return data
+
+
+def test_contract_example_is_valid() -> None:
+    cfg = load_config(Path(__file__).parent.parent / "examples" / "config.yaml")
+    assert cfg.switch.asn == 65101
+    assert cfg.fabric.attachments == {"swp1": "node-a"}
+    assert cfg.headroom.capacity["remote_vteps"] == 128
+    assert cfg.frr.pathspace == ""
+
+
+def test_defaults() -> None:
+    cfg = parse_config(BASE)
+    assert cfg.dataplane.backend == "linux"
+    assert cfg.frr.config_file == "/etc/frr/frr.conf"
+    assert cfg.frr.debounce_ms < 3000  # well under MetalLB's 3 s
+    assert cfg.status.socket == "/run/kube-fabric-agent/agent.sock"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (_with("fabric", server_ports=["swp1", "swp2", "bad port"]), "fabric.server_ports[2]:"),
+        (_with("switch", asn=0), "switch.asn:"),
+        (_with("switch", asn=4294967296), "switch.asn:"),
+        (_with("switch", asn=23456), "switch.asn:"),
+        (_with("switch", asn=True), "switch.asn:"),
+        (_with("switch", router_id="10.0.0.256"), "switch.router_id:"),
+        (_with("switch", router_id="fd00::1"), "switch.router_id:"),
+        (_with("fabric", pod_supernets=["10.244.0.1/16"]), "fabric.pod_supernets[0]:"),
+        (_with("fabric", pod_supernets=[]), "fabric.pod_supernets:"),
+        (_with("fabric", attachments={"swp9": "node-a"}), "fabric:"),
+        (_with("fabric", attachments={"swp1": "Node_A"}), "fabric.attachments.swp1:"),
+        (_with("fabric", uplinks=["swp1"]), "fabric:"),
+        (_with("kubernetes", node_selector="rack=r1,(("), "kubernetes.node_selector:"),
+        (_with("frr", pathspace="a b"), "frr.pathspace:"),
+        (_with("dataplane", backend="vpp"), "dataplane.backend:"),
+        (_with("headroom", capacity={"ipv4_routez": 1}), "headroom.capacity.ipv4_routez"),
+        (_with("fabric", sever_ports=["swp1"]), "fabric.sever_ports: unknown key"),
+    ],
+)
+def test_errors_name_the_key_path(data: dict, expected: str) -> None:
+    problems = _problems(data)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_missing_required_keys_are_listed_each() -> None:
+    problems = _problems({"switch": {"hostname": "leaf1"}})
+    assert "switch.asn: required key is missing" in problems
+    assert "switch.router_id: required key is missing" in problems
+    assert "fabric: required key is missing" in problems
+
+
+def test_overlapping_supernets_and_duplicate_ports() -> None:
+    problems = _problems(_with("fabric", server_ports=["swp1", "swp1"],
+                               pod_supernets=["10.0.0.0/8", "10.244.0.0/16"]))
+    text = " ".join(problems)
+    assert "swp1 more than once" in text
+    assert "overlap" in text
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("switch: {asn: 70000000000, router_id: x}\nfabric: {server_ports: [swp1]}\n")
+    res = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "--config", str(bad)],
+                         capture_output=True, text=True)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert any(line.startswith("switch.asn:") for line in lines)
+    assert any(line.startswith("switch.router_id:") for line in lines)
+    assert any(line.startswith("fabric.pod_supernets:") for line in lines)
+    good = Path(__file__).parent.parent / "examples" / "config.yaml"
+    res = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "--config", str(good)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    f = tmp_path / "list.yaml"
+    f.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(f)
+    f.write_text("switch: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(f)
