@@ -101,6 +101,12 @@ def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
         raise ApiStatusError(400, "BadRequest", f"continue key is not valid: {token!r}") from None
 
 
+def _namespace_of(obj: dict) -> str:
+    metadata = obj.get("metadata")
+    namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+    return namespace if isinstance(namespace, str) and namespace else "default"
+
+
 def _strip_kind(obj: Any) -> Any:
     # Items of a real list carry no kind/apiVersion; consumers must not depend on them.
     if isinstance(obj, dict):
@@ -199,12 +205,13 @@ class KubeApiServer:
     def resource_version(self) -> str:
         return str(self.store.rv)
 
-    def create(self, kind: str, obj: dict, namespace: str = "default") -> dict:
-        return self.store.create(resource_for(kind), namespace, obj)
+    def create(self, kind: str, obj: dict) -> dict:
+        """Create like POST; a pod's namespace comes from its metadata (default "default")."""
+        return self.store.create(resource_for(kind), _namespace_of(obj), obj)
 
-    def update(self, kind: str, obj: dict, namespace: str = "default") -> dict:
+    def update(self, kind: str, obj: dict) -> dict:
         name = obj.get("metadata", {}).get("name", "")
-        return self.store.update(resource_for(kind), namespace, name, obj)
+        return self.store.update(resource_for(kind), _namespace_of(obj), name, obj)
 
     def patch(self, kind: str, name: str, patch: dict, namespace: str = "default") -> dict:
         return self.store.patch(resource_for(kind), namespace, name, patch)
