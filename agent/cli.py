@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     # systemd's journal adds timestamps; keep lines short and grep-able.
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    # One line per HTTP request (every watch restart) is noise in a switch's journal.
+    logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.getLogger().level))
     if not Path(args.config).exists() and args.command != "check-config":
         print(f"(file): {args.config} does not exist", file=sys.stderr)
         return EXIT_CONFIG

@@ -23,7 +23,7 @@ from agent.config import AgentConfig
 from agent.frr_apply import FrrApplier
 from agent.frr_render import UnsafeValue, render_frr
 from agent.informer import Informer
-from agent.kube_client import KubeApi, load_kube_config, make_http_client
+from agent.kube_client import KubeApi
 from agent.lldp import LldpPoller
 from agent.plan import plan
 from agent.status import Status, write_status_file
@@ -164,18 +164,20 @@ class Agent:
 
 
 async def run_agent(config: AgentConfig) -> None:
-    kube_config = load_kube_config(config.kubernetes.kubeconfig)
-    async with make_http_client(kube_config) as http:
-        agent = Agent(config, KubeApi(http))
-        loop = asyncio.get_running_loop()
-        main = asyncio.current_task()
-        assert main is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            # Stopping leaves FRR and the kernel exactly as they are: forwarding goes on.
-            loop.add_signal_handler(sig, main.cancel)
-        log.info("kube-fabric-agent starting on %s (AS%s)", config.switch.hostname,
-                 config.switch.asn)
+    api = KubeApi.from_kubeconfig(config.kubernetes.kubeconfig)
+    agent = Agent(config, api)
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Stopping leaves FRR and the kernel exactly as they are: forwarding goes on.
+        loop.add_signal_handler(sig, main.cancel)
+    log.info("kube-fabric-agent starting on %s (AS%s)", config.switch.hostname,
+             config.switch.asn)
+    try:
         with contextlib.suppress(asyncio.CancelledError):
             await agent.run()
+    finally:
         agent._notifier.notify("STOPPING=1")
+        await api.aclose()
         log.info("stopped; FRR keeps running with the last applied configuration")

@@ -1,0 +1,290 @@
+"""The lab with the agent running on leaf1: what the integration tests and the main job share.
+
+Brings up containerlab/leaf-servers.clab.yml in namespaces, starts the Kubernetes API test
+server on the host (its objects survive a restart through a state file, as etcd's would),
+relays 127.0.0.1:6443 inside leaf1 to it, writes the agent's config and kubeconfig, and runs
+`fabric-agent run` inside leaf1 exactly as systemd would run it on a switch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.netns import Lab
+from lab.topotest import wait_until
+from tests.kubeapi.client import KubeApiClient
+
+REPO = Path(__file__).resolve().parent.parent
+CLAB_FILE = REPO / "containerlab" / "leaf-servers.clab.yml"
+LEAF = "leaf1"
+LEAF_ASN = 65101
+API_PORT_IN_LEAF = 6443
+
+# The Nodes of the lab's servers, as their kubelets would register them.
+SERVERS = {
+    "srv1": {"port": "swp1", "ip": "192.168.10.1", "cidr": "10.244.1.0/24"},
+    "srv2": {"port": "swp2", "ip": "192.168.10.2", "cidr": "10.244.2.0/24"},
+    "srv3": {"port": "swp3", "ip": "192.168.10.3", "cidr": "10.244.3.0/24"},
+}
+
+
+def agent_config(lab: Lab, workdir: Path, **fabric_extra: Any) -> dict[str, Any]:
+    return {
+        "switch": {"hostname": LEAF, "asn": LEAF_ASN, "router_id": "10.0.0.1"},
+        "kubernetes": {"kubeconfig": str(workdir / "kubeconfig"), "watch_timeout_seconds": 30},
+        "fabric": {
+            "server_ports": ["swp1", "swp2", "swp3", "swp4"],
+            "uplinks": ["swp51"],
+            "pod_supernets": ["10.244.0.0/16"],
+            **fabric_extra,
+        },
+        "frr": {
+            "pathspace": lab.pathspace(LEAF),
+            "config_file": str(lab.frr_conf_path(LEAF)),
+            "debounce_ms": 100,
+            "resync_seconds": 3,
+        },
+        "status": {
+            "socket": str(workdir / "agent.sock"),
+            "state_file": str(workdir / "status.json"),
+        },
+    }
+
+
+class AgentLab:
+    def __init__(self, prefix: str | None = None, **fabric_extra: Any) -> None:
+        self.lab = Lab.from_file(CLAB_FILE, prefix=prefix)
+        self.workdir = Path(tempfile.mkdtemp(prefix="kfa-agent-lab-"))
+        self.fabric_extra = fabric_extra
+        self.api_port: int | None = None
+        self.api_proc: subprocess.Popen | None = None
+        self.agent_proc: subprocess.Popen | None = None
+        self.k8s: KubeApiClient | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def __enter__(self) -> AgentLab:
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def up(self) -> AgentLab:
+        self.lab.up()
+        self.start_api()
+        self.lab.forward(LEAF, f"127.0.0.1:{API_PORT_IN_LEAF}", f"127.0.0.1:{self.api_port}")
+        self._write_agent_files()
+        self.start_agent()
+        return self
+
+    def down(self) -> None:
+        if self.k8s is not None:
+            self.k8s.close()
+        self.lab.down()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- the Kubernetes API test server --------------------------------------------------------
+    def start_api(self) -> None:
+        port_file = self.workdir / "api.port"
+        port_file.unlink(missing_ok=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.kubeapi",
+            "--port-file",
+            str(port_file),
+            "--state",
+            str(self.workdir / "api-state.json"),
+            "--bookmark-interval",
+            "2",
+        ]
+        if self.api_port is not None:  # a restart keeps its address, as a real apiserver does
+            argv += ["--listen", f"127.0.0.1:{self.api_port}"]
+        self.api_proc = self.lab.spawn(None, argv, cwd=str(REPO))
+        wait_until(
+            lambda: port_file.exists() and port_file.read_text().strip(),
+            15.0,
+            "the Kubernetes API test server to listen",
+        )
+        self.api_port = int(port_file.read_text().strip())
+        if self.k8s is None:
+            self.k8s = KubeApiClient(f"http://127.0.0.1:{self.api_port}")
+
+    @contextlib.contextmanager
+    def other_api_replica(self) -> Iterator[KubeApiClient]:
+        """A second API server on the same state (another apiserver replica behind the same
+        etcd), for writes the agent's server never sees as watch events."""
+        port_file = self.workdir / "replica.port"
+        port_file.unlink(missing_ok=True)
+        state = self.workdir / "api-state.json"
+        proc = self.lab.spawn(None, [sys.executable, "-m", "tests.kubeapi", "--port-file",
+                                     str(port_file), "--state", str(state)], cwd=str(REPO))
+        try:
+            wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 15.0,
+                       "the second API server replica to listen")
+            with KubeApiClient(f"http://127.0.0.1:{int(port_file.read_text())}") as client:
+                yield client
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+    def stop_api(self) -> None:
+        assert self.api_proc is not None
+        self.api_proc.terminate()
+        self.api_proc.wait(timeout=10)
+
+    @property
+    def api(self) -> KubeApiClient:
+        assert self.k8s is not None
+        return self.k8s
+
+    def add_server_node(self, name: str, **overrides: Any) -> dict[str, Any]:
+        srv = SERVERS[name]
+        annotations = {"kube-fabric-agent.io/switch-port": f"{LEAF}/{srv['port']}"}
+        return self.api.create_node(
+            name,
+            annotations=annotations,
+            pod_cidrs=[srv["cidr"]],
+            internal_ip=srv["ip"],
+            **overrides,
+        )
+
+    # -- the agent -----------------------------------------------------------------------------
+    def _write_agent_files(self) -> None:
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "lab", "cluster": {"server": f"http://127.0.0.1:{API_PORT_IN_LEAF}"}}
+            ],
+            "users": [{"name": "agent", "user": {}}],
+            "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "agent"}}],
+            "current-context": "lab",
+        }
+        (self.workdir / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+        config = agent_config(self.lab, self.workdir, **self.fabric_extra)
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "agent.yaml"
+
+    @property
+    def agent_log(self) -> Path:
+        return self.workdir / "agent.log"
+
+    def start_agent(self) -> None:
+        log = self.agent_log.open("ab")
+        try:
+            self.agent_proc = self.lab.spawn(
+                LEAF,
+                [
+                    sys.executable,
+                    "-m",
+                    "agent.cli",
+                    "--log-level",
+                    "INFO",
+                    "run",
+                    "--config",
+                    str(self.config_path),
+                ],
+                cwd=str(REPO),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            log.close()
+
+    def stop_agent(self) -> int:
+        assert self.agent_proc is not None
+        self.agent_proc.terminate()
+        return self.agent_proc.wait(timeout=15)
+
+    def status(self) -> dict[str, Any]:
+        path = self.workdir / "status.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    # -- observations --------------------------------------------------------------------------
+    def bgp_peers(self, node: str = LEAF) -> dict[str, Any]:
+        return self.lab.vtysh_json(node, "show bgp ipv4 unicast summary json").get("peers", {})
+
+    def established(self, port: str, node: str = LEAF) -> bool:
+        return self.bgp_peers(node).get(port, {}).get("state") == "Established"
+
+    def kernel_routes(self, node: str = LEAF) -> dict[str, Any]:
+        """dst -> route, as `ip -j route` prints them (the leaf's FIB)."""
+        routes = self.lab.ip_json(node, "route", "show")
+        return {r["dst"]: r for r in routes}
+
+    def running_config(self) -> str:
+        return self.lab.vtysh(LEAF, "show running-config")
+
+    def wait(self, pred: Any, timeout: float, desc: str) -> None:
+        wait_until(pred, timeout, desc)
+
+    def describe(self) -> str:
+        """What an engineer would look at first: sessions, routes, the agent's own status."""
+        out = [self.lab.vtysh(LEAF, "show bgp ipv4 unicast summary wide")]
+        out.append("leaf1 kernel routes to pods:")
+        for dst, r in sorted(self.kernel_routes().items()):
+            if dst.startswith(("10.244.", "192.168.10.", "10.99.")):
+                out.append(f"  {dst:18} dev {r.get('dev', '?'):6} proto {r.get('protocol', '?')}")
+        status = self.status()
+        out.append(f"agent: {status.get('summary', 'no status yet')}")
+        for a in status.get("attachments", []):
+            out.append(
+                f"  {a['port']:5} {a['node']:8} via {a['source']:10} {a['routing']:6} "
+                f"{' '.join(a['prefixes'])}{'  (draining)' if a['draining'] else ''}"
+            )
+        for r in status.get("refusals", []):
+            out.append(f"  refused: {r}")
+        latency = status.get("last_reconcile_latency_seconds")
+        if latency is not None:
+            out.append(f"  last Node change -> applied FRR config: {latency:.3f}s")
+        return "\n".join(out)
+
+
+def run_demo(keep: bool = False) -> int:
+    """The main job: lab up, three Nodes in the API, agent on leaf1, print what it reached."""
+    started = time.monotonic()
+    with AgentLab() as env:
+        for name in SERVERS:
+            env.add_server_node(name)
+        env.wait(
+            lambda: all(env.established(SERVERS[n]["port"]) for n in SERVERS),
+            60.0,
+            "BGP sessions to srv1..srv3 Established on leaf1",
+        )
+        env.wait(
+            lambda: all(SERVERS[n]["cidr"] in env.kernel_routes() for n in SERVERS),
+            30.0,
+            "pod CIDRs in leaf1's kernel",
+        )
+        env.wait(lambda: env.status().get("frr_last_apply"), 10.0, "agent status")
+        print(env.describe())
+        print(f"\nlab ready in {time.monotonic() - started:.1f}s")
+        if keep:
+            print(f"keeping the lab up (agent log {env.agent_log}); Ctrl-C tears it down")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    return 0
