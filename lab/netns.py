@@ -14,6 +14,7 @@ exactly what the lab started. Logs (FRR daemons, spawned processes) go to
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -69,7 +70,9 @@ class Lab:
             lab.vtysh("srv1", "show bgp summary")
     """
 
-    def __init__(self, topology: clab.Topology, prefix: str | None = None) -> None:
+    def __init__(
+        self, topology: clab.Topology, prefix: str | None = None, lock_timeout: float = 300.0
+    ) -> None:
         self.topology = topology
         self.prefix = prefix or topology.name
         if not clab._NAME_RE.match(self.prefix):
@@ -80,10 +83,15 @@ class Lab:
         self.log_dir = LOG_ROOT / self.prefix
         self._procs: dict[int, subprocess.Popen] = {}
         self.up_seconds: float | None = None
+        #: How long up() waits for another live process that holds this lab (same prefix).
+        self.lock_timeout = lock_timeout
+        self._lock_fd: int | None = None
 
     @classmethod
-    def from_file(cls, path: str | Path, prefix: str | None = None) -> Lab:
-        return cls(clab.load(path), prefix=prefix)
+    def from_file(
+        cls, path: str | Path, prefix: str | None = None, lock_timeout: float = 300.0
+    ) -> Lab:
+        return cls(clab.load(path), prefix=prefix, lock_timeout=lock_timeout)
 
     # --- names ------------------------------------------------------------------------------
 
@@ -135,12 +143,7 @@ class Lab:
     # --- lifecycle --------------------------------------------------------------------------
 
     def __enter__(self) -> Lab:
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
+        return self.up()  # up() tears down what it built if it fails
 
     def __exit__(
         self,
@@ -151,12 +154,21 @@ class Lab:
         self.down()
 
     def up(self) -> Lab:
-        """Remove leftovers of this lab, then build it: namespaces, links, exec, FRR."""
+        """Remove leftovers of this lab, then build it: namespaces, links, exec, FRR.
+
+        A Lab object holds an exclusive lock on its prefix from up() to down(), so a second live
+        process using the same prefix waits (``lock_timeout``) instead of tearing down a lab in
+        use; a crashed holder's lock is gone with it, and its leftovers are removed here."""
         _require_root()
         started = time.monotonic()
         for note in self.topology.notes:
             log.info("lab %s: %s", self.prefix, note)
-        self.down()
+        self._lock(self.lock_timeout)
+        try:
+            self._teardown()
+        except BaseException:
+            self._unlock()
+            raise
         shutil.rmtree(self.log_dir, ignore_errors=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "spawned").mkdir(parents=True, exist_ok=True)
@@ -176,7 +188,12 @@ class Lab:
                         future.result()
         except BaseException:
             log.error("lab %s: up() failed, tearing down; logs in %s", self.prefix, self.log_dir)
-            self.down()
+            try:
+                self._teardown()
+            except Exception:
+                log.exception("lab %s: teardown after the failed up() failed too", self.prefix)
+            finally:
+                self._unlock()
             raise
         self.up_seconds = time.monotonic() - started
         log.info("lab %s up in %.2f s", self.prefix, self.up_seconds)
@@ -184,8 +201,53 @@ class Lab:
 
     def down(self, timeout: float = 10.0) -> None:
         """Stop everything this lab started and delete its namespaces. Idempotent; works after
-        a crash (it reads the state directory and FRR's pid files, not only memory)."""
+        a crash and from another process (it reads the state directory and FRR's pid files, not
+        only memory). Refuses while another live process holds the lab (see up())."""
         _require_root()
+        self._lock(0.0)
+        try:
+            self._teardown(timeout)
+        finally:
+            self._unlock()
+
+    def _lock(self, timeout: float) -> None:
+        if self._lock_fd is not None:
+            return
+        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        path = STATE_ROOT / f"{self.prefix}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children
+        deadline = time.monotonic() + timeout
+        logged = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = path.read_text().strip() or "?"
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LabError(
+                        f"lab {self.prefix} is in use by pid {holder} (lock {path}); use another "
+                        "prefix, or wait for it to finish"
+                    ) from None
+                if not logged:
+                    log.warning("lab %s is in use by pid %s; waiting", self.prefix, holder)
+                    logged = True
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._lock_fd, 0)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    def _teardown(self, timeout: float = 10.0) -> None:
         errors: list[str] = []
         deadline = time.monotonic() + timeout
         state = self._read_state()
@@ -261,7 +323,8 @@ class Lab:
         timeout: float | None = 60.0,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` in ``node``'s namespace (``ip netns exec``) and capture its output."""
+        """Run ``argv`` in ``node`` (its namespace, hostname and topology ``env``, plus ``env``)
+        and capture its output; a string is split into words like containerlab's exec."""
         args = shlex.split(argv) if isinstance(argv, str) else list(argv)
         cmd = self.node_argv(node, args)
         proc = subprocess.run(
@@ -271,7 +334,7 @@ class Lab:
             check=False,
             timeout=timeout,
             input=input,
-            env=None if env is None else {**os.environ, **env},
+            env={**os.environ, **self._node(node).env, **(env or {})},
         )
         if check and proc.returncode != 0:
             raise LabCommandError(proc.returncode, cmd, proc.stdout, proc.stderr)
@@ -282,12 +345,16 @@ class Lab:
         in its own session and is stopped, with its process group, by ``down()``; its output goes
         to ``<log_dir>/spawned-<pid>.log`` unless ``stdout``/``stderr`` are given."""
         cmd = list(argv) if node is None else self.node_argv(node, argv)
+        if node is not None:  # the node's topology env, under what the caller passes
+            node_env, base = self._node(node).env, popen_kw.get("env")
+            popen_kw["env"] = {**os.environ, **node_env} if base is None else {**node_env, **base}
         popen_kw.setdefault("start_new_session", True)
         popen_kw.setdefault("stdin", subprocess.DEVNULL)
         log_file = None
         if "stdout" not in popen_kw:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            log_file = (self.log_dir / f"spawned-{time.time_ns()}.log").open("ab")
+            log_path = self.log_dir / f"spawned-{time.time_ns()}.log"
+            log_file = log_path.open("ab")
             popen_kw["stdout"] = log_file
             popen_kw.setdefault("stderr", subprocess.STDOUT)
         try:
@@ -295,6 +362,8 @@ class Lab:
         finally:
             if log_file is not None:
                 log_file.close()
+        if log_file is not None:
+            log_path.rename(self.log_dir / f"spawned-{proc.pid}.log")
         self._procs[proc.pid] = proc
         record = {
             "pid": proc.pid,
@@ -457,9 +526,8 @@ class Lab:
     def _run_exec(self, name: str, node: clab.Node) -> None:
         for key, value in node.sysctls.items():
             self.exec(name, ["sysctl", "-w", f"{key}={value}"])
-        env = {**node.env} if node.env else None
         for argv in node.exec_argv:
-            proc = self.exec(name, argv, check=False, env=env)
+            proc = self.exec(name, argv, check=False)
             if proc.returncode != 0:
                 raise LabError(
                     f"{name}: exec {shlex.join(argv)!r} failed (exit {proc.returncode}): "

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from lab.netns import STATE_ROOT, Lab
+from lab.netns import STATE_ROOT, Lab, LabError
 from lab.topotest import run_and_expect, wait_until
 
 pytestmark = pytest.mark.integration
@@ -99,6 +99,7 @@ def test_up_builds_the_topology_file(lab: Lab) -> None:
     assert links["swp51"]["address"] == "02:00:00:01:00:51"
     assert lab.exec("leaf1", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
     assert lab.exec("leaf1", ["hostname"]).stdout.strip() == "leaf1"
+    assert lab.exec("leaf1", ["sh", "-c", "echo $KFA_NODE_ROLE"]).stdout.strip() == "leaf"
 
     for node, n in SERVERS.items():
         addrs = lab.ip_json(node, "addr", "show", "dev", "lo")[0]["addr_info"]
@@ -214,11 +215,23 @@ def test_frr_restart_brings_a_daemon_back_with_the_saved_config(lab: Lab) -> Non
     assert "router bgp 65203" in lab.vtysh("srv3", "show running-config")
 
 
+def test_a_lab_in_use_is_not_torn_down_by_another_user(lab: Lab) -> None:
+    other = Lab.from_file(LAB_FILE, lock_timeout=0.5)
+    with pytest.raises(LabError, match=f"in use by pid {os.getpid()}"):
+        other.up()
+    with pytest.raises(LabError, match="in use"):
+        other.down()
+    assert len(lab_namespaces()) == 5
+    assert set(lab.frr("leaf1").pids()) == {"zebra", "bgpd", "staticd"}
+
+
 def test_down_leaves_nothing_even_when_the_body_raised(lab: Lab) -> None:
-    """Runs last. A separate process brings the lab up and exits (as a crashed run would leave
-    it); a new Lab's up() must clear that, and its down() must leave nothing although the body
-    raised with spawned processes (socat, sleep) running in and outside the namespaces."""
-    require_root()
+    """Runs last. The shared lab goes down; a separate process brings the lab up and exits (as a
+    crashed run would leave it); a new Lab's up() must clear that, and its down() must leave
+    nothing although the body raised with spawned processes (socat, sleep) running in and
+    outside the namespaces."""
+    lab.down()
+    assert lab_namespaces() == [] and frr_daemons_of_lab() == []
     up = subprocess.run(
         [sys.executable, "-m", "lab", "up", str(LAB_FILE)],
         cwd=REPO,
