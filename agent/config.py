@@ -68,7 +68,8 @@ class FabricConfig(_Strict):
     uplinks: list[IfName] = Field(default_factory=list)
     attachments: dict[IfName, NodeName] = Field(default_factory=dict)
     lldp: bool = False
-    lldp_socket: str | None = None
+    lldp_socket: str | None = None  # lldpd's control socket; None = lldpcli's default
+    lldp_poll_seconds: float = Field(10.0, ge=0.5, le=3600.0)
     pod_supernets: list[Cidr] = Field(min_length=1)
     default_routing: RoutingMode = "bgp"
     # Upper bound on prefixes one node may send, counted before the prefix list ("force"), so a

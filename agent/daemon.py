@@ -45,7 +45,11 @@ class Agent:
             watch_timeout=float(config.kubernetes.watch_timeout_seconds),
         )
         self.lldp = (
-            LldpPoller(config.fabric.lldp_socket, self.mark_dirty) if config.fabric.lldp else None
+            LldpPoller(
+                config.fabric.lldp_socket, self.mark_dirty, interval=config.fabric.lldp_poll_seconds
+            )
+            if config.fabric.lldp
+            else None
         )
         self._dirty = asyncio.Event()
         self._dirty_since: float | None = None
@@ -172,8 +176,7 @@ async def run_agent(config: AgentConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Stopping leaves FRR and the kernel exactly as they are: forwarding goes on.
         loop.add_signal_handler(sig, main.cancel)
-    log.info("kube-fabric-agent starting on %s (AS%s)", config.switch.hostname,
-             config.switch.asn)
+    log.info("kube-fabric-agent starting on %s (AS%s)", config.switch.hostname, config.switch.asn)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await agent.run()

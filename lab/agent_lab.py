@@ -40,6 +40,12 @@ SERVERS = {
 }
 
 
+def lldpd_socket(lab: Lab, node: str) -> str:
+    # lldpd drops privileges to _lldpd: its socket must be somewhere that user can reach, not
+    # in a root-only temporary directory.
+    return f"/run/lldpd-{lab.ns(node)}.socket"
+
+
 def agent_config(lab: Lab, workdir: Path, **fabric_extra: Any) -> dict[str, Any]:
     return {
         "switch": {"hostname": LEAF, "asn": LEAF_ASN, "router_id": "10.0.0.1"},
@@ -48,6 +54,11 @@ def agent_config(lab: Lab, workdir: Path, **fabric_extra: Any) -> dict[str, Any]
             "server_ports": ["swp1", "swp2", "swp3", "swp4"],
             "uplinks": ["swp51"],
             "pod_supernets": ["10.244.0.0/16"],
+            # lldpd on leaf1 is started by the tests that need it; until then the agent reports
+            # LLDP unavailable and attachments come from annotations.
+            "lldp": True,
+            "lldp_socket": lldpd_socket(lab, LEAF),
+            "lldp_poll_seconds": 1,
             **fabric_extra,
         },
         "frr": {
@@ -211,6 +222,18 @@ class AgentLab:
             )
         finally:
             log.close()
+
+    def start_lldpd(self, node: str, ifaces: list[str], system_name: str) -> str:
+        """lldpd in ``node`` with its own control socket, sending every second."""
+        sock = lldpd_socket(self.lab, node)
+        Path(sock).unlink(missing_ok=True)  # left by a killed lldpd of an earlier run
+        self.lab.spawn(node, ["lldpd", "-d", "-u", sock, "-I", ",".join(ifaces)])
+        lldpcli = ["lldpcli", "-u", sock]
+        wait_until(lambda: self.lab.exec(node, [*lldpcli, "show", "configuration"],
+                                         check=False).returncode == 0, 10.0, f"lldpd in {node}")
+        self.lab.exec(node, [*lldpcli, "configure", "system", "hostname", system_name])
+        self.lab.exec(node, [*lldpcli, "configure", "lldp", "tx-interval", "1"])
+        return sock
 
     def stop_agent(self) -> int:
         assert self.agent_proc is not None

@@ -297,3 +297,30 @@ def test_agent_restart_changes_nothing(env: AgentLab) -> None:
     )
     assert connections(env) == before
     assert env.running_config() == config
+
+
+def test_lldp_attaches_a_node_without_annotation(env: AgentLab) -> None:
+    env.start_lldpd(LEAF, ["swp1", "swp2", "swp3", "swp4"], "leaf1")
+    env.start_lldpd("srv3", ["eth1"], "srv3.lab.example")  # FQDN: matched by its first label
+    env.api.delete_node("srv3")
+    env.wait(lambda: SERVERS["srv3"]["cidr"] not in env.kernel_routes(), 20.0, "srv3 gone")
+    srv = SERVERS["srv3"]
+    env.api.create_node("srv3", pod_cidrs=[srv["cidr"]], internal_ip=srv["ip"])
+
+    def attached_by_lldp() -> bool:
+        return any(a["node"] == "srv3" and a["port"] == "swp3" and a["source"] == "lldp"
+                   for a in env.status().get("attachments", []))
+    env.wait(attached_by_lldp, 45.0, "srv3 attached to swp3 through LLDP")
+    env.wait(lambda: srv["cidr"] in env.kernel_routes(), 30.0, "srv3's pod CIDR via LLDP")
+    assert env.status().get("lldp_error") is None
+    # An annotation takes precedence over LLDP, and the disagreement is reported.
+    env.api.patch_node("srv3", {"metadata": {"annotations": {
+        "kube-fabric-agent.io/switch-port": "leaf1/swp4"}}})
+    env.wait(lambda: any("lldp says swp3 but annotation says swp4" in r
+                         for r in env.status().get("refusals", [])), 20.0,
+             "the LLDP/annotation disagreement reported")
+    env.wait(lambda: srv["cidr"] not in env.kernel_routes(), 20.0,
+             "srv3's routes follow the annotation (nothing on swp4)")
+    env.api.patch_node("srv3", {"metadata": {"annotations": {
+        "kube-fabric-agent.io/switch-port": "leaf1/swp3"}}})
+    env.wait(lambda: srv["cidr"] in env.kernel_routes(), 30.0, "srv3 back on swp3")
