@@ -269,6 +269,8 @@ class AgentLab:
         for dst, r in sorted(self.kernel_routes().items()):
             if dst.startswith(("10.244.", "192.168.10.", "10.99.")):
                 out.append(f"  {dst:18} dev {r.get('dev', '?'):6} proto {r.get('protocol', '?')}")
+        spine = self.lab.vtysh_json("spine1", "show bgp ipv4 unicast json").get("routes", {})
+        out.append("spine1 BGP table (own loopback + from leaf1): " + ", ".join(sorted(spine)))
         status = self.status()
         out.append(f"agent: {status.get('summary', 'no status yet')}")
         for a in status.get("attachments", []):
@@ -290,6 +292,10 @@ def run_demo(keep: bool = False) -> int:
     with AgentLab() as env:
         for name in SERVERS:
             env.add_server_node(name)
+        # A Node claiming address space outside the fabric's pod supernets, on the free port:
+        # the agent refuses the prefix and says why.
+        env.api.create_node("rogue", pod_cidrs=["10.99.0.0/24"], annotations={
+            "kube-fabric-agent.io/switch-port": f"{LEAF}/swp4"})
         env.wait(
             lambda: all(env.established(SERVERS[n]["port"]) for n in SERVERS),
             60.0,
@@ -311,3 +317,21 @@ def run_demo(keep: bool = False) -> int:
             except KeyboardInterrupt:
                 pass
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lab.agent_lab",
+        description="Bring up the namespace lab with the agent on leaf1 and print its state.")
+    parser.add_argument("--keep", action="store_true", help="keep the lab up until Ctrl-C")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("run as root: the lab builds network namespaces and starts FRR", file=sys.stderr)
+        return 1
+    return run_demo(keep=args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
