@@ -180,8 +180,12 @@ class KubeApi:
             page = body.get("items")
             if page is not None and not isinstance(page, list):
                 raise MalformedResponse(0, "MalformedResponse", f"GET {path}: items not a list")
-            # Anything that is not an object cannot be a Node/Pod; the informer logs the rest.
-            items.extend(item for item in page or () if isinstance(item, dict))
+            for item in page or ():
+                if isinstance(item, dict):
+                    items.append(item)
+                else:
+                    # Cannot be a Node or Pod; skipping it beats failing the whole list.
+                    log.warning("list %s: ignoring non-object item %.200r", path, item)
             token = metadata.get("continue") or ""
             if not token or not isinstance(token, str):
                 rv = metadata.get("resourceVersion")

@@ -254,6 +254,7 @@ async def test_hostile_objects_do_not_break_the_informer(
 ) -> None:
     server.inject("nodes", make_node("listed\nwith-newline"))
     server.inject("nodes", {"kind": "Node", "spec": {}})  # no metadata at all
+    server.inject("nodes", "a bare string")  # not even an object
     async with running(api) as (informer, _):
         await wait_for(lambda: informer.synced)
         assert keys(informer) == {"listed\nwith-newline"}  # the agent validates names later

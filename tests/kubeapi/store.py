@@ -12,6 +12,13 @@ depends on exactly these semantics:
   that stops matching is delivered as DELETED and one that starts matching as ADDED
   (apiserver cacheWatcher.convertToWatchEvent).
 
+Restarts (`--state FILE`): objects and the rv counter persist, the history does not. A new
+process can therefore resume a watch only from exactly the current rv; any older rv gets the
+410 ERROR event and the client must relist. That is what a real apiserver does after a
+restart: its watch cache starts empty at the current etcd revision (client-go logs "too old
+resource version" and relists). An rv ahead of the counter (state restored from an older
+backup) gets 504 with cause ResourceVersionTooLarge, which clients also answer by relisting.
+
 Everything here is synchronous: mutations, registration of a watcher and the snapshot of its
 initial events happen without an await in between, so no event can fall into a gap.
 Stored dicts are never mutated in place (copy on write), which is what lets the history keep
