@@ -123,8 +123,39 @@ class SonicConfig(_Strict):
     database_config: str = "/var/run/redis/sonic-db/database_config.json"
 
 
+def _mac(value: object) -> str:
+    return validate.mac_address(value)
+
+
+# rtnetlink protocol numbers others already own: kernel/boot/static (2-4), zebra (11),
+# BIRD (12), DHCP (16), keepalived (18), babel (42), Calico (80), openr (99) and FRR's daemons
+# (186-198). The agent must own routes that nobody else believes are theirs.
+RESERVED_ROUTE_PROTOCOLS = frozenset({0, 1, 2, 3, 4, 11, 12, 16, 18, 42, 80, 99, *range(186, 199)})
+
+
+def _route_protocol(value: int) -> int:
+    if value in RESERVED_ROUTE_PROTOCOLS:
+        raise ValueError(f"route protocol {value} belongs to another routing daemon")
+    return value
+
+
+class VxlanConfig(_Strict):
+    # Defaults are flannel's, so a switch joins a flannel VXLAN overlay as one more peer.
+    device: IfName = "flannel.1"
+    vni: int = Field(1, ge=1, le=16777215)
+    port: int = Field(8472, ge=1, le=65535)
+    mtu: int = Field(1450, ge=1280, le=9216)
+    # A fixed MAC lets overlay nodes keep their FDB entry for the switch across re-creation.
+    mac: Annotated[str, AfterValidator(_mac)] | None = None
+    # The switch's own overlay address (flannel gives each peer "<subnet>.0/32"); optional.
+    address: Annotated[str, AfterValidator(lambda v: str(validate.cidr(v)))] | None = None
+
+
 class DataplaneConfig(_Strict):
     backend: Literal["linux", "sonic"] = "linux"
+    route_protocol: Annotated[int, Field(ge=1, le=255), AfterValidator(_route_protocol)] = 233
+    resync_seconds: float = Field(30.0, ge=1.0, le=3600.0)
+    vxlan: VxlanConfig = VxlanConfig()
     sonic: SonicConfig = SonicConfig()
 
 
