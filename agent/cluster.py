@@ -8,6 +8,7 @@ the rest of it is still trustworthy (one bad CIDR does not take down the node's 
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,15 @@ class SwitchPort:
 
 
 @dataclass(frozen=True)
+class FlannelVxlan:
+    """What flannel's VXLAN backend publishes about a node (flannel.alpha.coreos.com/*)."""
+
+    vni: int
+    vtep_mac: str
+    public_ip: IPAddress
+
+
+@dataclass(frozen=True)
 class Node:
     name: str
     created: str  # RFC 3339 creationTimestamp; orders claims (older wins)
@@ -51,6 +61,7 @@ class Node:
     unschedulable: bool
     routing: str | None  # from the annotation; None = the config's default
     switch_port: SwitchPort | None  # from the annotation
+    flannel: FlannelVxlan | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -131,6 +142,13 @@ def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
         except ValueError as exc:
             refusals.append(Refusal("node", name, f"annotation {SWITCH_PORT_ANNOTATION}: {exc}"))
 
+    flannel = None
+    if annotations.get(FLANNEL_PREFIX + "backend-type") == "vxlan":
+        try:
+            flannel = parse_flannel(annotations)
+        except ValueError as exc:
+            refusals.append(Refusal("node", name, f"flannel annotations: {exc}"))
+
     created = _get(obj, "metadata", "creationTimestamp")
     node = Node(
         name=name,
@@ -140,9 +158,34 @@ def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
         unschedulable=unschedulable,
         routing=routing,
         switch_port=switch_port,
+        flannel=flannel,
         labels=_str_map(_get(obj, "metadata", "labels")),
     )
     return node, refusals
+
+
+def parse_flannel(annotations: Mapping[str, str]) -> FlannelVxlan:
+    """flannel's backend-data ({"VNI": 1, "VtepMAC": "..."}) and public-ip (public-ip-overwrite
+    wins, as in flannel)."""
+    raw = annotations.get(FLANNEL_PREFIX + "backend-data")
+    if raw is None:
+        raise ValueError("backend-data is missing")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ValueError(f"backend-data {validate.printable(raw)} is not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("backend-data is not a JSON object")
+    vni = data.get("VNI", 1)
+    if isinstance(vni, bool) or not isinstance(vni, int) or not 1 <= vni <= 16777215:
+        raise ValueError(f"VNI {validate.printable(vni)} is out of range")
+    mac = validate.mac_address(data.get("VtepMAC"))
+    ip_text = annotations.get(FLANNEL_PREFIX + "public-ip-overwrite") or annotations.get(
+        FLANNEL_PREFIX + "public-ip"
+    )
+    if ip_text is None:
+        raise ValueError("public-ip is missing")
+    return FlannelVxlan(vni, mac, validate.ip_address(ip_text))
 
 
 def parse_switch_port(value: str) -> SwitchPort:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from agent.attachments import Attachment, resolve
 from agent.cluster import ClusterState, IPNetwork, Node, Refusal
 from agent.config import AgentConfig
+from agent.dataplane_model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class FrrDesired:
     aggregate_v6: tuple[str, ...]
     max_prefixes: int
     max_prefix_restart_minutes: int
+    # Pod CIDRs the agent routes itself (static and overlay nodes): zebra sees the agent's
+    # kernel routes as "kernel" routes; exactly these are redistributed.
+    redistribute_v4: tuple[str, ...] = ()
+    redistribute_v6: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Plan:
     frr: FrrDesired
     attachments: tuple[PlannedAttachment, ...]
     refusals: tuple[Refusal, ...]
+    dataplane: DataplaneDesired
 
 
 def _host_prefix(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> IPNetwork:
@@ -138,6 +144,7 @@ def plan(
     peers: list[ServerPeer] = []
     planned: list[PlannedAttachment] = []
     advertised: list[IPNetwork] = []
+    static: list[StaticRoute] = []
     for port in fabric.server_ports:
         att = by_port.get(port)
         node = nodes.get(att.node) if att else None
@@ -151,12 +158,12 @@ def plan(
         accepted = prefixes.get(node.name, [])
         planned.append(PlannedAttachment(port, node.name, att.source, routing,
                                          tuple(str(p) for p in accepted), node.unschedulable))
+        if routing == "static":
+            routes, why = static_routes(node, accepted)
+            static.extend(routes)
+            refusals.extend(why)
         if routing != "bgp":
-            # The kernel data plane for static and overlay nodes is not part of this version;
-            # refusing keeps the port from peering with a node that will not speak BGP.
-            refusals.append(Refusal("node", node.name, f"routing mode {routing} is not "
-                                    "supported by this agent version; no session on " + port))
-            continue
+            continue  # the port gets no BGP session: the node does not speak BGP
         advertised.extend(accepted)
         peers.append(ServerPeer(
             port=port,
@@ -165,6 +172,17 @@ def plan(
             accept_v6=tuple(str(p) for p in accepted if p.version == 6),
             draining=node.unschedulable,
         ))
+
+    vtep, peers_vx, why = vxlan_peers(config, cluster.nodes, prefixes)
+    refusals.extend(why)
+    dataplane = DataplaneDesired(
+        route_protocol=config.dataplane.route_protocol,
+        static_routes=tuple(static),
+        vtep=vtep,
+        vxlan_peers=peers_vx,
+    )
+    routed_here = [ipaddress.ip_network(p) for p in dataplane.prefixes]
+    advertised.extend(routed_here)
 
     aggregates = supernets if fabric.aggregate_to_supernets else []
     upstream = aggregates or sorted(advertised, key=lambda n: (n.version, n))
@@ -180,5 +198,66 @@ def plan(
         aggregate_v6=tuple(str(n) for n in aggregates if n.version == 6),
         max_prefixes=fabric.max_prefixes_per_node,
         max_prefix_restart_minutes=fabric.max_prefix_restart_minutes,
+        redistribute_v4=tuple(str(n) for n in routed_here if n.version == 4),
+        redistribute_v6=tuple(str(n) for n in routed_here if n.version == 6),
     )
-    return Plan(frr, tuple(planned), tuple(refusals))
+    return Plan(frr, tuple(planned), tuple(refusals), dataplane)
+
+
+def static_routes(node: Node, accepted: list[IPNetwork]) -> tuple[list[StaticRoute], list[Refusal]]:
+    """A static node's admitted pod CIDRs, each via its InternalIP of the same family."""
+    routes, refusals = [], []
+    for net in accepted:
+        if net.prefixlen == net.max_prefixlen and any(net.network_address == ip
+                                                      for ip in node.internal_ips):
+            continue  # its own host route: the node is directly connected
+        via = next((ip for ip in node.internal_ips if ip.version == net.version), None)
+        if via is None:
+            refusals.append(Refusal("prefix", f"{node.name} {net}", f"static routing needs an "
+                                    f"IPv{net.version} InternalIP as next hop"))
+            continue
+        routes.append(StaticRoute(node.name, str(net), str(via)))
+    return routes, refusals
+
+
+def vxlan_peers(
+    config: AgentConfig, nodes: tuple[Node, ...], prefixes: dict[str, list[IPNetwork]]
+) -> tuple[VtepDevice | None, tuple[VxlanPeer, ...], list[Refusal]]:
+    """Every served node in vxlan mode becomes a flannel peer of the switch's VTEP. Overlay nodes
+    are reached over the underlay, so, unlike static nodes, they need not sit behind a port."""
+    vx = config.dataplane.vxlan
+    refusals: list[Refusal] = []
+    peers: list[VxlanPeer] = []
+    macs: dict[str, str] = {}
+    for node in sorted(nodes, key=lambda n: (n.created, n.name)):
+        if (node.routing or config.fabric.default_routing) != "vxlan":
+            continue
+        problem = None
+        pod = next((p for p in prefixes.get(node.name, []) if p.version == 4
+                    and p in node.pod_cidrs), None)
+        if config.switch.vtep_ip is None:
+            problem = "switch.vtep_ip is not configured"
+        elif node.flannel is None:
+            problem = "vxlan routing needs flannel's backend-data and public-ip annotations"
+        elif node.flannel.vni != vx.vni:
+            problem = f"flannel VNI {node.flannel.vni} differs from dataplane.vxlan.vni {vx.vni}"
+        elif node.flannel.public_ip.version != 4:
+            problem = "flannel public-ip must be IPv4 (the VTEP's underlay is IPv4)"
+        elif pod is None:
+            problem = "no admitted IPv4 pod CIDR"
+        elif node.flannel.vtep_mac in macs:
+            owner = macs[node.flannel.vtep_mac]
+            problem = f"VtepMAC {node.flannel.vtep_mac} is already used by {owner}"
+        if problem is not None:
+            refusals.append(Refusal("node", node.name, problem))
+            continue
+        assert node.flannel is not None and pod is not None
+        macs[node.flannel.vtep_mac] = node.name
+        peers.append(VxlanPeer(node.name, str(pod), str(pod.network_address),
+                               node.flannel.vtep_mac, str(node.flannel.public_ip)))
+    if not peers:
+        return None, (), refusals
+    assert config.switch.vtep_ip is not None
+    vtep = VtepDevice(vx.device, vx.vni, vx.port, config.switch.vtep_ip, vx.mtu, vx.mac,
+                      vx.address)
+    return vtep, tuple(sorted(peers, key=lambda p: p.node)), refusals

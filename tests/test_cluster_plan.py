@@ -184,3 +184,39 @@ def test_hostile_values_never_reach_the_rendered_config() -> None:
 def test_token_filter_is_the_last_line_of_defence(value: str) -> None:
     with pytest.raises(UnsafeValue):
         _token(value)
+
+
+def _flannel(name: str, cidr: str, mac: str, ip: str, vni: int = 1) -> dict[str, Any]:
+    obj = node(name, cidr)
+    obj["metadata"]["annotations"].update({
+        "flannel.alpha.coreos.com/backend-type": "vxlan",
+        "flannel.alpha.coreos.com/backend-data": f'{{"VNI":{vni},"VtepMAC":"{mac}"}}',
+        "flannel.alpha.coreos.com/public-ip": ip,
+    })
+    return obj
+
+
+def test_plan_dataplane_static_and_vxlan() -> None:
+    cfg = parse_config({**CONFIG, "switch": {**CONFIG["switch"], "vtep_ip": "10.0.0.1"}})
+    static = node("st", "10.244.5.0/24", "leaf1/swp2", ip="192.168.10.5")
+    static["metadata"]["annotations"]["kube-fabric-agent.io/routing"] = "static"
+    p = plan(cfg, cluster_state([static, _flannel("fl", "10.244.7.0/24", "0A:58:0A:F4:07:00",
+                                                   "192.168.20.7")]))
+    dp = p.dataplane
+    assert [(r.prefix, r.via) for r in dp.static_routes] == [("10.244.5.0/24", "192.168.10.5")]
+    assert dp.vtep is not None and (dp.vtep.name, dp.vtep.vni, dp.vtep.port) == ("flannel.1", 1,
+                                                                                8472)
+    (peer,) = dp.vxlan_peers
+    assert (peer.gateway, peer.vtep_mac, peer.public_ip) == ("10.244.7.0", "0a:58:0a:f4:07:00",
+                                                             "192.168.20.7")
+    assert dp.route_protocol == 233
+    assert p.frr.redistribute_v4 == ("10.244.5.0/24", "10.244.7.0/24")
+    assert {"10.244.5.0/24", "10.244.7.0/24"} <= set(p.frr.advertise_v4)
+    assert all(peer.port != "swp2" or peer.node is None for peer in p.frr.server_peers)
+
+
+def test_plan_vxlan_needs_vtep_ip() -> None:
+    p = plan(parse_config(CONFIG), cluster_state([_flannel("fl", "10.244.7.0/24",
+                                                           "0a:58:0a:f4:07:00", "192.168.20.7")]))
+    assert p.dataplane.vtep is None and p.dataplane.vxlan_peers == ()
+    assert any("vtep_ip" in r.reason for r in p.refusals)
