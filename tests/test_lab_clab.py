@@ -59,19 +59,27 @@ def minimal(**overrides: Any) -> dict[str, Any]:
 def test_shipped_topology_parses_with_the_documented_plan() -> None:
     topo = clab.load(LAB_FILE)
     assert topo.name == "kfa"
-    assert set(topo.nodes) == {"leaf1", "spine1", "srv1", "srv2", "srv3"}
+    frr_nodes = {"leaf1", "spine1", "srv1", "srv2", "srv3"}
+    dataplane_nodes = {"st1", "fl1", "fl2", "host1"}  # no BGP: the agent programs the kernel
+    assert set(topo.nodes) == frr_nodes | dataplane_nodes
     cabling = {(lk.a.key, lk.b.key) for lk in topo.links}
     assert cabling == {
         ("leaf1:swp1", "srv1:eth1"),
         ("leaf1:swp2", "srv2:eth1"),
         ("leaf1:swp3", "srv3:eth1"),
+        ("leaf1:swp5", "st1:eth1"),
+        ("leaf1:swp6", "fl1:eth1"),
+        ("leaf1:swp7", "fl2:eth1"),
+        ("leaf1:swp10", "host1:eth1"),
         ("leaf1:swp51", "spine1:eth1"),
     }
     assert "swp4" not in topo.interfaces_of("leaf1")  # free port, recabling target
     for node in topo.nodes.values():
         assert node.kind == "linux"
         assert node.image.startswith("quay.io/frrouting/frr:")
-        assert node.runs_frr
+        assert node.runs_frr == (node.name in frr_nodes)
+        if not node.runs_frr:
+            continue
         assert node.frr.frr_conf is not None and node.frr.frr_conf.is_file()
         assert node.frr.daemons is not None and node.frr.daemons.is_file()
     leaf = topo.nodes["leaf1"]
@@ -113,6 +121,8 @@ def test_srv1_announces_prefixes_it_does_not_own() -> None:
 
 def test_shipped_daemons_files_start_zebra_bgpd_staticd() -> None:
     for node in clab.load(LAB_FILE).nodes.values():
+        if not node.runs_frr:
+            continue
         daemons = DaemonsFile.parse(node.frr.daemons.read_text())  # type: ignore[union-attr]
         assert daemons.enabled == ["zebra", "bgpd", "staticd"]
         assert daemons.profile == "datacenter"
