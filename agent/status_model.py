@@ -20,7 +20,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from agent.cluster import Refusal
 
@@ -230,19 +230,34 @@ class VtepInfo:
 
 @dataclass(frozen=True)
 class HeadroomInfo:
+    """One resource's headroom. The field names are those of agent.headroom's HeadroomReport
+    (whose to_json() gives exactly these keys), so `HeadroomInfo.from_report(r)` is a copy."""
+
     resource: str  # HEADROOM_RESOURCES (others are allowed for new tables)
-    used: int  # programmed now
-    desired: int  # what the desired state needs
-    capacity: int
-    source: str  # where capacity comes from: "profile:spectrum-2", "config", ...
-    nodes_left: int | None = None  # more average nodes that fit; None = unknown
+    used: int | None  # observed in hardware; None: nothing observes it
+    desired: int  # what every planned node needs, admitted or not
+    capacity: int | None  # None: unknown, not limited
+    source: str  # where the capacity figure comes from
+    nodes_left: int | None = None  # more nodes like the most expensive one; None: no limit
+    percent: float | None = None  # max(used, desired) as % of capacity
+    threshold: str = "unknown"  # ok | raised | unknown
+    reserve: int = 0  # entries kept free
+    admitted: int = 0  # entries the admitted nodes take
+    nodes_left_average: int | None = None
+    used_source: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("used", "desired", "capacity"):
-            if getattr(self, name) < 0:
+        for name in ("used", "desired", "capacity", "nodes_left", "reserve", "admitted",
+                     "nodes_left_average"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
                 raise ValueError(f"headroom {self.resource}: {name} is negative")
-        if self.nodes_left is not None and self.nodes_left < 0:
-            raise ValueError(f"headroom {self.resource}: nodes_left is negative")
+
+    @classmethod
+    def from_report(cls, report: Any) -> HeadroomInfo:
+        """From an agent.headroom HeadroomReport (or anything with its to_json())."""
+        data = report.to_json()
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 # ---- Locate ----

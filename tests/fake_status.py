@@ -113,13 +113,15 @@ VTEPS = (
     VtepInfo("node-d", "192.168.10.14", "aa:bb:cc:00:00:04", "10.244.4.0/24", 1, True, True),
 )
 
+SPECTRUM2 = "Spectrum-2 (Cumulus Linux 5 scale, lpm-balanced profile)"
 HEADROOM = (
-    HeadroomInfo("ipv4_routes", 1204, 1206, 81920, "profile:spectrum-2", 40000),
-    HeadroomInfo("ipv6_routes", 310, 311, 40960, "profile:spectrum-2", 40000),
-    HeadroomInfo("nexthops", 64, 66, 4096, "profile:spectrum-2", 2000),
-    HeadroomInfo("neighbors", 96, 96, 32768, "config", 16000),
-    HeadroomInfo("fdb_entries", 12, 12, 16384, "profile:spectrum-2", None),
-    HeadroomInfo("remote_vteps", 1, 1, 128, "config", 120),
+    HeadroomInfo("ipv4_routes", 1204, 1206, 81920, SPECTRUM2, 26900, 1.5, "ok", 4096, 1206,
+                 40300, "devlink:pci/0000:03:00.0:/kvd/hash_single"),
+    HeadroomInfo("ipv6_routes", 310, 311, 40960, SPECTRUM2, 38600, 0.8, "ok", 2048, 311),
+    HeadroomInfo("nexthops", 64, 66, 4096, SPECTRUM2, 1300, 1.6, "ok", 204, 66),
+    HeadroomInfo("neighbors", None, 96, 32768, "config", 10900, 0.3, "ok", 1638, 96),
+    HeadroomInfo("fdb_entries", None, 12, None, "unknown", None, None, "unknown", 0, 12),
+    HeadroomInfo("remote_vteps", 1, 1, 128, "config", 120, 0.8, "ok", 6, 1),
 )
 
 PODS = {
