@@ -389,6 +389,7 @@ class LinuxDataplane:
         self._backlog: list[bytes] = []
         self._wake = asyncio.Event()
         self._closed = False
+        self._last_error: str | None = None
         self.last_repair: DataplaneResult | None = None
 
     # --- life cycle
@@ -396,9 +397,16 @@ class LinuxDataplane:
     async def start(self) -> None:
         """Open the command and event sockets, then adopt what the kernel holds (no writes).
         Events are subscribed before the dumps, so nothing changed in between is missed."""
+        if self._chan is not None:
+            return
         self._closed = False
         self._chan = await _Channel.open(self._netns)
-        await self._open_events()
+        try:
+            await self._open_events()
+        except BaseException:
+            self._chan.close()
+            self._chan = None
+            raise
         async with self._lock:
             await self._observe(set(TABLES))
 
@@ -486,9 +494,13 @@ class LinuxDataplane:
             await self._observe(dump | self._stale)
             if self._desired is not None:
                 await self._reconcile(self._desired, counts, errors)
-        except (ChannelError, NetlinkError, OSError) as exc:
-            # The socket (not one object) failed: drop it and trust nothing until a re-dump.
-            log.warning("data plane: netlink failure: %s", exc)
+        except Exception as exc:
+            # The socket (not one object) failed, or a bug: never take the agent down for it.
+            # Drop the socket and trust nothing until a re-dump.
+            if isinstance(exc, (ChannelError, NetlinkError, OSError)):
+                log.warning("data plane: netlink failure: %s", exc)
+            else:
+                log.exception("data plane: unexpected failure")
             if self._chan is not None:
                 self._chan.close()
                 self._chan = None
@@ -496,8 +508,11 @@ class LinuxDataplane:
             return DataplaneResult(False, "failed", time.monotonic() - t0, counts, tuple(errors),
                                    f"netlink: {exc}")
         result = _result(t0, counts, errors, done, nothing)
+        # the same failure at every resync is said once, then at debug level
+        repeated, self._last_error = result.error == self._last_error, result.error
         if result.changes or errors:
-            level = logging.WARNING if errors else logging.INFO
+            level = (logging.WARNING if errors and not repeated
+                     else logging.INFO if result.changes else logging.DEBUG)
             summary = ", ".join(f"{t} +{c.added} ~{c.changed} -{c.removed}"
                                 for t, c in counts.items() if c.total)
             log.log(level, "data plane %s in %.3fs: %s%s", result.action, result.duration,
@@ -892,84 +907,100 @@ class LinuxDataplane:
             self._wake.clear()
             async with self._lock:
                 backlog, self._backlog = self._backlog, []
-                tables = self._stale | self._judge(backlog)
-                if not tables or self._closed:
+                try:
+                    stale, moved = self._judge(backlog)
+                except Exception:  # a message the decoders choke on: the dumps will tell
+                    log.exception("data plane: cannot judge kernel events; resyncing")
+                    stale, moved = set(TABLES), True
+                stale |= self._stale
+                if (not stale and not moved) or self._closed:
                     continue
-                result = await self._sync(time.monotonic(), tables, "repaired", "in-sync")
+                result = await self._sync(time.monotonic(), stale, "repaired", "in-sync")
             self.last_repair = result
-            if (result.changes or not result.ok) and self._on_tamper is not None:
+            if result.changes and self._on_tamper is not None:
                 try:
                     self._on_tamper()
                 except Exception:
                     log.exception("data plane: on_tamper callback failed")
 
-    def _judge(self, backlog: list[bytes]) -> set[str]:
-        """The tables whose view the events contradict. Echoes of the agent's own writes agree
-        with the view (it is updated before the events are judged) and cost nothing."""
-        dirty: set[str] = set()
+    def _judge(self, backlog: list[bytes]) -> tuple[set[str], bool]:
+        """Replay the events on the views. Returns the tables to re-dump (what events cannot
+        tell exactly) and whether a view changed (something to repair or retry).
+
+        Events of one socket are complete (an overflow re-dumps everything) and in order, so
+        the last event of a key is its state now: replaying a backlog over a view is exact even
+        when the view is newer than some of the events. The echoes of the agent's own writes
+        are judged after its lock is released, agree with the view, and change nothing.
+        """
+        stale: set[str] = set()
+        moved = False
         vtep = self._vtep_ifindex
         routes = self._routes
         for data in backlog:
             for m in iter_messages(data):
                 if m.type in (RTM_NEWROUTE, RTM_DELROUTE):
-                    if ROUTES in dirty:
-                        continue
                     r = decode_route(data, m.offset, m.end, vtep)
                     if r.key.table != RT_TABLE_MAIN:
                         continue
-                    mine = r.proto == self._proto
-                    if m.type == RTM_NEWROUTE and mine:
-                        bad = routes.dataplane.get(r.key) != r.value
-                    elif m.type == RTM_DELROUTE and mine:
-                        bad = r.key in routes.dataplane
-                    else:
-                        # a foreign route at one of our keys may have replaced ours, or freed
-                        # a key we could not take
-                        bad = r.key in routes.dataplane or r.key in routes.desired
-                    if bad:
-                        dirty.add(ROUTES)
+                    if r.proto == self._proto:
+                        if m.type == RTM_NEWROUTE and routes.dataplane.get(r.key) != r.value:
+                            routes.dataplane_set(r.key, r.value)
+                            moved = True
+                        elif m.type == RTM_DELROUTE and r.key in routes.dataplane:
+                            routes.dataplane_delete(r.key)
+                            moved = True
+                    elif r.key in routes.dataplane:
+                        stale.add(ROUTES)  # a foreign route may have replaced one of ours
+                    elif r.key in routes.desired:
+                        moved = True  # a key we could not take changed hands: retry it
                 elif m.type in (RTM_NEWNEIGH, RTM_DELNEIGH):
                     n = decode_neigh(data, m.offset, m.end)
                     if vtep is None or n.ifindex != vtep:
                         continue
-                    if n.family == AF_BRIDGE:
-                        tracker, table, key, val = self._fdb, FDB, n.mac, n.ip
-                    else:
-                        tracker, table, key, val = self._neighbors, NEIGHBORS, n.ip, n.mac
+                    tracker = self._fdb if n.family == AF_BRIDGE else self._neighbors
+                    key, value = (n.mac, n.ip) if n.family == AF_BRIDGE else (n.ip, n.mac)
                     if key is None:
                         continue
-                    if m.type == RTM_NEWNEIGH and n.state & NUD_PERMANENT:
-                        bad = tracker.dataplane.get(key) != val or key not in tracker.desired
-                    else:
-                        bad = key in tracker.dataplane
-                    if bad:
-                        dirty.add(table)
+                    if n.family == AF_BRIDGE and value is not None and n.extra:
+                        value += "+"
+                    if m.type == RTM_NEWNEIGH and n.state & NUD_PERMANENT and value is not None:
+                        if tracker.dataplane.get(key) != value:
+                            tracker.dataplane_set(key, value)
+                            moved = True
+                    elif key in tracker.dataplane:  # deleted, or no longer permanent
+                        tracker.dataplane_delete(key)
+                        moved = True
                 elif m.type in (RTM_NEWLINK, RTM_DELLINK):
-                    dirty |= self._judge_link(data, m.offset, m.end, m.type)
+                    link_stale, retry = self._judge_link(data, m.offset, m.end, m.type)
+                    stale |= link_stale
+                    moved = moved or retry
                 elif m.type in (RTM_NEWADDR, RTM_DELADDR):
                     index = U32.unpack_from(data, m.offset + 20)[0]
                     if vtep is not None and index == vtep:
-                        dirty.add(LINKS)
-                    if m.type == RTM_DELADDR or not routes.in_sync:
-                        dirty.add(ROUTES)  # routes flushed, or a gateway may be reachable now
-        return dirty
+                        stale.add(LINKS)
+                    if m.type == RTM_DELADDR:
+                        stale.add(ROUTES)  # routes through a removed subnet may be flushed
+                    elif not routes.in_sync:
+                        moved = True  # a next hop may be reachable now
+        return stale, moved
 
-    def _judge_link(self, data: bytes, offset: int, end: int, msg_type: int) -> set[str]:
+    def _judge_link(self, data: bytes, offset: int, end: int,
+                    msg_type: int) -> tuple[set[str], bool]:
         _family, _pad, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, offset + 16)
         found = attrs(data, offset + 32, end)
         name = found.get(_IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace")
         if index == self._vtep_ifindex or name == self._device:
             spec = self._links.dataplane.get(self._device)
             if msg_type == RTM_DELLINK or spec is None or index != self._vtep_ifindex:
-                return {LINKS}  # a changed ifindex re-dumps every VTEP table
+                return {LINKS}, True  # a changed ifindex re-dumps every VTEP table
             mtu = U32.unpack(found[_IFLA_MTU])[0] if _IFLA_MTU in found else spec.mtu
             mac = found[_IFLA_ADDRESS].hex(":") if _IFLA_ADDRESS in found else spec.mac
             if (mtu, mac, bool(flags & IFF_UP)) != (spec.mtu, spec.mac, spec.up):
-                return {LINKS, ROUTES}  # routes through a downed device are flushed silently
-            return set()
-        if msg_type == RTM_DELLINK or not flags & IFF_UP or not self._routes.in_sync:
-            return {ROUTES}  # IPv4 flushes routes through a device going down, silently
-        return set()
+                return {LINKS, ROUTES}, True  # routes through a downed device go silently
+            return set(), False
+        if msg_type == RTM_DELLINK or not flags & IFF_UP:
+            return {ROUTES}, True  # IPv4 flushes routes through a device going down, silently
+        return set(), not self._routes.in_sync  # a next hop may be reachable now
 
 
 _IFINFOMSG = struct.Struct("=BBHiII")  # family, pad, type, index, flags, change
