@@ -168,6 +168,8 @@ class HeadroomConfig(_Strict):
         Annotated[int, Field(ge=0)],
     ] = Field(default_factory=dict)
     reserve_percent: float = Field(5.0, ge=0.0, le=50.0)
+    # Refuse nodes whose entries do not fit (newest first); false: only report.
+    admission: bool = True
 
 
 class StatusConfig(_Strict):

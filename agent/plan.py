@@ -9,13 +9,17 @@ already programmed for someone else.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 
 from agent.attachments import Attachment, resolve
 from agent.cluster import ClusterState, IPNetwork, Node, Refusal
 from agent.config import AgentConfig
 from agent.dataplane_model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer
+from agent.headroom.admission import AdmissionResult, admit, candidates_for
+from agent.headroom.profiles import capacity_for
+from agent.headroom.resources import Capacity, Counts
+from agent.headroom.usage import node_costs
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class Plan:
     attachments: tuple[PlannedAttachment, ...]
     refusals: tuple[Refusal, ...]
     dataplane: DataplaneDesired
+    admission: AdmissionResult | None = None
+    # What every served node wants, refused ones included: the headroom report's "desired".
+    costs: Mapping[str, Counts] = field(default_factory=dict)
 
 
 def _host_prefix(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> IPNetwork:
@@ -122,6 +129,35 @@ def plan(
     config: AgentConfig,
     cluster: ClusterState,
     lldp_neighbors: Mapping[str, str] | None = None,
+    *,
+    capacity: Mapping[str, Capacity] | None = None,
+    programmed: Collection[str] = (),
+    baseline: Mapping[str, int] | None = None,
+) -> Plan:
+    """The desired state. With headroom admission on (the default), nodes whose entries would
+    not fit the ASIC's capacity minus the reserve are refused, newest first, keeping what is
+    `programmed` (the previous plan's admitted nodes): their sessions stay up but accept
+    nothing, and no kernel or SONiC entry is asked for them. `capacity` defaults to the
+    configured profile and overrides; `baseline` is what others already use per resource."""
+    full = _plan(config, cluster, lldp_neighbors, frozenset())
+    if capacity is None:
+        capacity = capacity_for(config.headroom.profile, config.headroom.capacity)
+    costs = node_costs(full.attachments, full.dataplane)
+    served = [n for n in cluster.nodes if n.name in costs]
+    result = admit(candidates_for(served, costs), costs, capacity,
+                   config.headroom.reserve_percent, programmed, baseline)
+    if not config.headroom.admission or not result.refused:
+        return replace(full, admission=result, costs=costs)
+    limited = _plan(config, cluster, lldp_neighbors, frozenset(result.refused_nodes))
+    refusals = limited.refusals + tuple(r.as_refusal() for r in result.refused)
+    return replace(limited, refusals=refusals, admission=result, costs=costs)
+
+
+def _plan(
+    config: AgentConfig,
+    cluster: ClusterState,
+    lldp_neighbors: Mapping[str, str] | None,
+    refused: frozenset[str],
 ) -> Plan:
     fabric = config.fabric
     refusals: list[Refusal] = list(cluster.refusals)
@@ -139,6 +175,8 @@ def plan(
     supernets = [ipaddress.ip_network(s) for s in fabric.pod_supernets]
     prefixes, why = admitted_prefixes(cluster.nodes, supernets, fabric.advertise_node_ips)
     refusals.extend(why)
+    for name in refused:  # no room in the ASIC: the node's space stays reserved, unused
+        prefixes[name] = []
 
     by_port: dict[str, Attachment] = {a.port: a for a in attachments}
     peers: list[ServerPeer] = []
@@ -173,7 +211,8 @@ def plan(
             draining=node.unschedulable,
         ))
 
-    vtep, peers_vx, why = vxlan_peers(config, cluster.nodes, prefixes)
+    overlay = tuple(n for n in cluster.nodes if n.name not in refused)
+    vtep, peers_vx, why = vxlan_peers(config, overlay, prefixes)
     refusals.extend(why)
     dataplane = DataplaneDesired(
         route_protocol=config.dataplane.route_protocol,

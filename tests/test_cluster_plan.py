@@ -220,3 +220,20 @@ def test_plan_vxlan_needs_vtep_ip() -> None:
                                                            "0a:58:0a:f4:07:00", "192.168.20.7")]))
     assert p.dataplane.vtep is None and p.dataplane.vxlan_peers == ()
     assert any("vtep_ip" in r.reason for r in p.refusals)
+
+
+def test_plan_admission_keeps_programmed_and_admits_when_room_returns() -> None:
+    cfg = parse_config({**CONFIG, "headroom": {"capacity": {"ipv4_routes": 5},
+                                               "reserve_percent": 0}})
+    objs = [node(f"n{i}", f"10.244.{i}.0/24", f"leaf1/swp{i}", ip=f"192.168.1.{i}",
+                 created=f"2026-01-0{i}T00:00:00Z") for i in (1, 2, 3)]
+    first = plan(cfg, cluster_state(objs))  # 2 routes each: two fit in 5
+    assert first.admission is not None and first.admission.admitted == ("n1", "n2")
+    # n1 leaves: n3, refused so far, is admitted on the next pass without anything else
+    second = plan(cfg, cluster_state(objs[1:]), programmed=first.admission.admitted)
+    assert second.admission is not None and second.admission.admitted == ("n2", "n3")
+    assert not any(r.kind == "headroom" for r in second.refusals)
+    # n1 comes back: n2 and n3 are programmed and stay; the returning older node waits
+    third = plan(cfg, cluster_state(objs), programmed=second.admission.admitted)
+    assert third.admission is not None and set(third.admission.admitted) == {"n2", "n3"}
+    assert [r.name for r in third.refusals if r.kind == "headroom"] == ["n1"]

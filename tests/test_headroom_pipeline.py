@@ -35,8 +35,15 @@ def test_plan_to_report() -> None:
         node("n2", "10.244.2.0/24", "swp2", "192.168.1.12", "2026-01-02T00:00:00Z"),
     ])
     p = plan(config, state)
-    costs = headroom.node_costs(p.attachments)
+    costs = p.costs  # what every node wants, the refused one included
     assert costs["n1"] == headroom.Counts(ipv4_routes=2, nexthops=1, neighbors=1)
+    assert costs["n3"] == headroom.Counts(ipv4_routes=2, nexthops=1, neighbors=1)
+    # plan() admitted the two oldest; the newest keeps a session that accepts nothing
+    assert p.admission is not None and p.admission.admitted == ("n1", "n2")
+    peers = {peer.node: peer for peer in p.frr.server_peers if peer.node}
+    assert peers["n3"].accept_v4 == () and peers["n1"].accept_v4
+    assert any(r.kind == "headroom" and r.name == "n3" for r in p.refusals)
+    assert "10.244.3.0/24" not in p.frr.advertise_v4
 
     caps = headroom.capacity_for(config.headroom.profile, config.headroom.capacity)
     assert caps["ipv4_routes"] == headroom.Capacity(6, "config")

@@ -25,10 +25,13 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-from agent.dataplane_model import DataplaneDesired
 from agent.headroom.resources import RESOURCES, Capacity, Counts, Resource, capacity_value, usable
-from agent.plan import PlannedAttachment
+
+if TYPE_CHECKING:  # plan() imports this module: typing-only imports avoid the cycle
+    from agent.dataplane_model import DataplaneDesired
+    from agent.plan import PlannedAttachment
 
 
 @dataclass(frozen=True)
