@@ -311,27 +311,32 @@ def print_locate(out: TextIO, r: LocateResult) -> None:
         host = ", hostNetwork" if p.host_network else ""
         out.write(f"pod {clean(p.namespace)}/{clean(p.name)} ({clean(ips)}, "
                   f"{clean(p.phase)}{host})\n")
+    elif r.matched == "pod_prefix":
+        out.write(f"{clean(r.query)}: in the pod CIDR of {clean(r.node)} (no pod known with "
+                  "this IP)\n")
     else:
-        out.write(f"{clean(r.query)}: {r.matched.replace('_', ' ')}\n")
+        out.write(f"{r.matched.replace('_', ' ')} {clean(r.query)}\n")
     session = f" (session {r.bgp_state})" if r.routing == "bgp" else ""
-    route = clean(r.route_prefix)
-    if r.route_prefix and r.next_hop:
-        route += f" via {clean(r.next_hop)}"
+    route = None
+    if r.route_prefix:
+        route = clean(r.route_prefix) + (f" via {clean(r.next_hop)}" if r.next_hop else "")
     lines = [
         ("node", r.node),
         ("node IPs", ", ".join(r.node_ips)),
         ("port", r.port),
         ("routing", f"{r.routing}{session}"),
-        ("route", route if r.route_prefix else None),
+        ("route", route),
         ("vtep", r.vtep),
         ("prefixes", ", ".join(r.node_prefixes)),
     ]
     for label, value in lines:
-        out.write(f"  {label:<10}{clean(value)}\n")
+        if value or label in ("node", "port"):
+            out.write(f"  {label:<10}{clean(value)}\n")
 
 
 def format_event(e: Event) -> str:
-    return f"{rfc3339(e.time)}  {e.seq:>6}  {e.kind:<17}  {clean(e.subject)}  {clean(e.message)}"
+    return (f"{rfc3339(e.time)}  {e.seq:>6}  {e.kind:<17}  {clean(e.subject):<20}  "
+            f"{clean(e.message)}").rstrip()
 
 
 # ---- commands ----

@@ -615,6 +615,7 @@ def _pod_to_proto(p: PodInfo) -> pb.Pod:
         ips=list(p.ips),
         phase=p.phase,
         host_network=p.host_network,
+        created=p.created,
     )
 
 
@@ -641,7 +642,8 @@ def locate_from_proto(m: pb.LocateResponse) -> LocateResult:
     pod = None
     if m.HasField("pod"):
         p = m.pod
-        pod = PodInfo(p.namespace, p.name, p.node, tuple(p.ips), p.phase, p.host_network)
+        pod = PodInfo(p.namespace, p.name, p.node, tuple(p.ips), p.phase, p.host_network,
+                      p.created)
     return LocateResult(
         query=m.query,
         matched=_enum_str(pb.LocateMatch, m.matched),

@@ -301,20 +301,22 @@ class GetHeadroomResponse(_message.Message):
     def __init__(self, resources: _Optional[_Iterable[_Union[Headroom, _Mapping]]] = ...) -> None: ...
 
 class Pod(_message.Message):
-    __slots__ = ("namespace", "name", "node", "ips", "phase", "host_network")
+    __slots__ = ("namespace", "name", "node", "ips", "phase", "host_network", "created")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     IPS_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     HOST_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     name: str
     node: str
     ips: _containers.RepeatedScalarFieldContainer[str]
     phase: str
     host_network: bool
-    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., node: _Optional[str] = ..., ips: _Optional[_Iterable[str]] = ..., phase: _Optional[str] = ..., host_network: _Optional[bool] = ...) -> None: ...
+    created: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., node: _Optional[str] = ..., ips: _Optional[_Iterable[str]] = ..., phase: _Optional[str] = ..., host_network: _Optional[bool] = ..., created: _Optional[str] = ...) -> None: ...
 
 class LocateRequest(_message.Message):
     __slots__ = ("query",)
