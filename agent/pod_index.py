@@ -27,6 +27,7 @@ from agent import validate
 from agent.cluster import Refusal
 from agent.status_model import (
     AttachmentInfo,
+    Event,
     InvalidQuery,
     LocateResult,
     NotFound,
@@ -174,6 +175,14 @@ class PodDiff:
 
     added: tuple[PodInfo, ...] = ()
     removed: tuple[PodInfo, ...] = ()
+
+    def events(self, now: float) -> list[Event]:
+        """pod_added / pod_removed events for the EventLog."""
+        out = [Event("pod_removed", now, p.key, f"from {p.node}") for p in self.removed]
+        for p in self.added:
+            ips = " ".join(p.ips) if p.ips and not p.host_network else "no pod IP"
+            out.append(Event("pod_added", now, p.key, f"on {p.node}, {ips} ({p.phase})"))
+        return out
 
 
 class PodIndex:

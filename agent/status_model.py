@@ -49,7 +49,10 @@ __all__ = [
     "SubscriberTooSlow",
     "Subscription",
     "VtepInfo",
+    "apply_event",
     "assess_health",
+    "attachment_events",
+    "refusal_events",
 ]
 
 # The vocabularies, as the contract and the proto's enums spell them (lower case here).
@@ -350,6 +353,51 @@ class Event:
 
     def __post_init__(self) -> None:
         _one_of(self.kind, EVENT_KINDS, "event kind")
+
+
+def attachment_events(
+    before: Sequence[AttachmentInfo], after: Sequence[AttachmentInfo], now: float
+) -> list[Event]:
+    """The events between two attachment snapshots (the daemon keeps the last one): nodes
+    attached / detached (a recabled node is both), BGP sessions reaching or leaving
+    Established. Pure, so the daemon's wiring is one call per reconcile."""
+    old = {(a.port, a.node): a for a in before}
+    new = {(a.port, a.node): a for a in after}
+    events: list[Event] = []
+    for key in sorted(old.keys() - new.keys()):
+        a = old[key]
+        events.append(Event("node_detached", now, a.node, f"from {a.port}"))
+    for key in sorted(new.keys() - old.keys()):
+        a = new[key]
+        events.append(Event("node_attached", now, a.node,
+                            f"on {a.port} ({a.source}, routing {a.routing})"))
+    for key in sorted(new.keys()):
+        a, was = new[key], old.get(key)
+        was_up = was is not None and was.bgp_state == "established"
+        if a.bgp_state == "established" and not was_up:
+            events.append(Event("session_up", now, a.port, f"{a.node} Established"))
+        elif was_up and a.bgp_state != "established":
+            events.append(Event("session_down", now, a.port, f"{a.node} {a.bgp_state}"))
+    for key in sorted(old.keys() - new.keys()):
+        if old[key].bgp_state == "established":
+            events.append(Event("session_down", now, old[key].port, f"{old[key].node} detached"))
+    return events
+
+
+def refusal_events(
+    before: Sequence[Refusal], after: Sequence[Refusal], now: float
+) -> list[Event]:
+    """One `refusal` event per refusal that appeared (cleared ones are only logged)."""
+    seen = set(before)
+    return [Event("refusal", now, r.name, f"{r.kind}: {r.reason}") for r in after
+            if r not in seen]
+
+
+def apply_event(result: ApplierResult) -> Event:
+    text = f"{result.action} in {result.duration_seconds:.3f} s"
+    if not result.ok:
+        text += f": {result.error or 'failed'}"
+    return Event("apply_result", result.at + result.duration_seconds, result.applier, text)
 
 
 class SubscriberTooSlow(Exception):

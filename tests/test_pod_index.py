@@ -191,6 +191,10 @@ def test_replace_node_reports_what_changed_and_keeps_indexes_consistent() -> Non
     assert index.replace_node("node-a", [pod("web-2", "shop", "node-a", ["10.244.1.18"])]) == (
         type(second)()
     )  # nothing changed: no events
+    assert [(e.kind, e.subject, e.message) for e in second.events(7.0)] == [
+        ("pod_removed", "shop/web-1", "from node-a"),
+        ("pod_added", "shop/web-2", "on node-a, 10.244.1.18 (Running)"),
+    ]
     dropped = index.drop_node("node-a")
     assert [p.key for p in dropped.removed] == ["shop/web-2"]
     assert len(index) == 0 and index.by_ip("10.244.1.18") is None and index.nodes() == []

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
 
+from agent.cluster import Refusal
 from agent.status_model import (
+    ApplierResult,
     AttachmentInfo,
     Event,
     EventLog,
@@ -16,7 +19,10 @@ from agent.status_model import (
     StatusProvider,
     SubscriberTooSlow,
     Subscription,
+    apply_event,
     assess_health,
+    attachment_events,
+    refusal_events,
 )
 from tests.fake_status import FakeProvider
 
@@ -162,3 +168,34 @@ def test_headroom_from_the_headroom_report() -> None:
     assert all(r.capacity == 1000 and r.desired == 10 for r in rows)
     assert all(r.nodes_left is not None and r.nodes_left > 0 for r in rows)
     assert [r.to_json() for r in reports] == [vars(row) for row in rows]
+
+
+def test_attachment_events() -> None:
+    a = AttachmentInfo("swp1", "node-a", "annotation", "bgp", "active")
+    b = AttachmentInfo("swp2", "node-b", "lldp", "bgp", "established")
+    up = dataclasses.replace(a, bgp_state="established")
+    moved = dataclasses.replace(b, port="swp3", bgp_state="idle")
+    assert [(e.kind, e.subject) for e in attachment_events([], [a, b], 1.0)] == [
+        ("node_attached", "node-a"), ("node_attached", "node-b"), ("session_up", "swp2"),
+    ]
+    events = attachment_events([a, b], [up, moved], 2.0)
+    assert [(e.kind, e.subject, e.message) for e in events] == [
+        ("node_detached", "node-b", "from swp2"),
+        ("node_attached", "node-b", "on swp3 (lldp, routing bgp)"),
+        ("session_up", "swp1", "node-a Established"),
+        ("session_down", "swp2", "node-b detached"),
+    ]
+    assert attachment_events([up], [up], 3.0) == []
+    down = attachment_events([up], [dataclasses.replace(up, bgp_state="idle")], 4.0)
+    assert [(e.kind, e.message) for e in down] == [("session_down", "node-a idle")]
+
+
+def test_refusal_and_apply_events() -> None:
+    old = Refusal("node", "'x\\n'", "not a DNS-1123 subdomain")
+    new = Refusal("prefix", "node-b 10.99.0.0/24", "outside fabric.pod_supernets")
+    assert [(e.subject, e.message) for e in refusal_events([old], [old, new], 5.0)] == [
+        ("node-b 10.99.0.0/24", "prefix: outside fabric.pod_supernets")
+    ]
+    failed = apply_event(ApplierResult("frr", False, "rejected", 10.0, 0.25, "line 3: unknown"))
+    assert (failed.kind, failed.time, failed.subject) == ("apply_result", 10.25, "frr")
+    assert failed.message == "rejected in 0.250 s: line 3: unknown"
