@@ -282,7 +282,9 @@ class StatusServer:
             raise
         finally:
             if staging is not None:
+                # Empty after a successful rename; holds the bound socket after a failure.
                 with contextlib.suppress(OSError):
+                    (staging / "s").unlink(missing_ok=True)
                     staging.rmdir()
         self._server = server
         for name in ("", SERVICE_NAME):
@@ -313,7 +315,14 @@ class StatusServer:
         move it into place atomically."""
         assert self.socket_path is not None
         if self.socket_gid != -1:
-            os.chown(bound, -1, self.socket_gid)
+            try:
+                os.chown(bound, -1, self.socket_gid)
+            except PermissionError:
+                # Not root: only groups the agent's user belongs to can be given.
+                raise PermissionError(
+                    f"cannot give the status socket group {self.socket_gid}: the agent's user "
+                    "is not a member of it (systemd: SupplementaryGroups=)"
+                ) from None
         os.chmod(bound, self.socket_mode)
         os.rename(bound, self.socket_path)
         st = os.lstat(self.socket_path)

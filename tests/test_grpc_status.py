@@ -580,3 +580,34 @@ async def test_tls_listener_requires_a_client_certificate(pki: Pki) -> None:
         assert refused.code == fabricctl.EXIT_NOT_RUNNING, refused.err
     finally:
         await server.stop(grace=0.1)
+
+
+@pytest.mark.skipif(not _can_switch_user(), reason="needs root and setpriv to run as nobody")
+async def test_a_socket_group_the_agent_is_not_in_is_a_clear_start_error(sock_dir: Path) -> None:
+    # The agent runs as frr, not root: it can only give the socket one of its own groups.
+    os.chmod(sock_dir, 0o777)
+    script = (
+        "import asyncio, sys\n"
+        "from agent.grpc_server import StatusServer\n"
+        "from agent.status_model import EventLog\n"
+        "from tests.fake_status import FakeProvider\n"
+        "async def main():\n"
+        f"    s = StatusServer(FakeProvider(), EventLog(), socket_path='{sock_dir}/agent.sock',\n"
+        "                     socket_group=0)\n"
+        "    try:\n"
+        "        await s.start()\n"
+        "    except PermissionError as exc:\n"
+        "        print(exc)\n"
+        "        sys.exit(7)\n"
+        "asyncio.run(main())\n"
+    )
+    entry = pwd.getpwnam("nobody")
+    proc = await asyncio.create_subprocess_exec(
+        "setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", "--",
+        sys.executable, "-c", script, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode == 7, err.decode()
+    assert "not a member of it" in out.decode()
+    assert os.listdir(sock_dir) == []  # neither the socket nor the staging directory is left
