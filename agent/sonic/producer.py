@@ -159,15 +159,15 @@ class ProducerStateTable:
             self.channel, UPDATE_MESSAGE, key
         ]
 
-    async def set(self, key: str, fields: Fields) -> None:
+    async def set(self, key: str, fields: Fields, pipe: Pipeline | None = None) -> None:
         """Create the entry or merge fields into it (fields it already has and that are not
-        given here stay)."""
+        given here stay). With `pipe`, queued on that pipeline instead of sent."""
         keys, args = self._set_call(key, fields)
-        await self._set(keys, args)
+        await self._set(keys, args, client=pipe)
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, pipe: Pipeline | None = None) -> None:
         keys, args = self._del_call(key)
-        await self._del(keys, args)
+        await self._del(keys, args, client=pipe)
 
     async def replace(self, key: str, fields: Fields) -> None:
         """Make the entry exactly `fields`: the unbatched delete then the unbatched set, sent as
