@@ -470,7 +470,11 @@ class SonicDataplane:
             wanted = want[table]
             new = [k for k in wanted if k not in owned]
             kept = [k for k in wanted if k in owned]
-            probe = await self._probe(table, new + (kept if mode != "apply" else []))
+            # An apply trusts the record for keys it does not change (a resync checks them);
+            # keys it changes are looked at first, so another producer's rewrite is never
+            # overwritten.
+            check = kept if mode != "apply" else [k for k in kept if wanted[k] != owned[k]]
+            probe = await self._probe(table, new + check)
             merge: list[tuple[str, Fields]] = []
             replace: list[tuple[str, Fields]] = []
             record: dict[str, Fields] = {}
@@ -488,14 +492,9 @@ class SonicDataplane:
                 counts.added += 1
             for k in kept:
                 old, new_fields = owned[k], wanted[k]
-                if mode == "apply":
-                    if new_fields != old:
-                        (replace if needs_replace(old, new_fields) else merge).append(
-                            (k, new_fields))
-                        record[k] = new_fields
-                        counts.changed += 1
-                    continue
-                st = probe[k]
+                st = probe.get(k)
+                if st is None:
+                    continue  # apply, unchanged
                 if not st.pending and st.fields is not None and st.fields != old:
                     self._conflict(p, table, k, "rewritten by another producer; released")
                     released.append(k)

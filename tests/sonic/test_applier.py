@@ -257,6 +257,21 @@ async def test_entry_rewritten_by_another_producer_is_released_not_deleted(
     assert (await orchagent.main_table("ROUTE_TABLE"))["10.244.1.0/24"]["nexthop"] == "172.16.0.9"
 
 
+async def test_a_change_never_overwrites_another_producers_rewrite(
+    applier: SonicDataplane, orchagent: OrchagentStandIn, sonic_db: SonicDb
+) -> None:
+    await applier.apply(desired((static("node-1", "10.244.1.0/24", "192.168.10.1"),)))
+    await orchagent.quiesce()
+    other = ProducerStateTable(sonic_db.client(APPL_DB), "ROUTE_TABLE", 0)
+    await other.replace("10.244.1.0/24", {"nexthop": "172.16.0.9", "ifname": "Ethernet64"})
+    await orchagent.quiesce()
+    # The node moves before any resync noticed the rewrite: the apply looks before it writes.
+    res = await applier.apply(desired((static("node-1", "10.244.1.0/24", "192.168.10.2"),)))
+    assert res.changed == 0 and res.conflicts and "released" in res.conflicts[0]
+    assert await orchagent.quiesce() == []
+    assert (await orchagent.main_table("ROUTE_TABLE"))["10.244.1.0/24"]["nexthop"] == "172.16.0.9"
+
+
 async def test_resync_repairs_a_key_removed_behind_the_agents_back(
     applier: SonicDataplane, orchagent: OrchagentStandIn, sonic_db: SonicDb
 ) -> None:
