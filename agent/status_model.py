@@ -508,15 +508,19 @@ class EventLog:
         return self.publish(Event(kind=kind, time=self.clock(), subject=subject, message=message))
 
     def history(self, *, after_seq: int = 0) -> list[Event]:
-        """The retained events (oldest first) with seq > after_seq."""
+        """The retained events (oldest first) with seq > after_seq. An after_seq beyond the
+        last event comes from a client of a previous agent process (numbering restarts at 1
+        with the process): it gets the whole history rather than silence."""
         self._expire()
+        if after_seq > self._seq:
+            after_seq = 0
         return [e for e in self._history if e.seq > after_seq]
 
     def subscribe(self, *, history: bool = True, after_seq: int = 0) -> Subscription:
         """An async iterator: the history (unless history=False), then every event published
         from now on, in order. close() it when done (async for ... break does not)."""
         replay = self.history(after_seq=after_seq) if history else []
-        resume_from = after_seq if history else self._seq
+        resume_from = (after_seq if after_seq <= self._seq else 0) if history else self._seq
         sub = Subscription(self, replay, self.subscriber_buffer, resume_from)
         self._subscribers.add(sub)  # no await since the snapshot: no gap, no duplicate
         return sub

@@ -91,6 +91,9 @@ async def test_late_subscriber_and_resume_after_seq() -> None:
         log.emit("refusal", f"node-{i}", "bad name")
     late = log.subscribe(after_seq=3)
     assert [e.seq for e in await take(late, 2)] == [4, 5]
+    restarted = log.subscribe(after_seq=900)  # a client of the previous agent process
+    assert [e.seq for e in await take(restarted, 5)] == [1, 2, 3, 4, 5]
+    restarted.close()
     live_only = log.subscribe(history=False)
     log.emit("refusal", "node-5", "bad name")
     assert [e.seq for e in await take(live_only, 1)] == [6]
