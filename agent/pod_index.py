@@ -101,6 +101,33 @@ def watched_nodes_diff(
     return sorted(wanted - current), sorted(current - wanted)
 
 
+# What parse_pod reads; everything else in a Pod (managedFields, containers, volumes, status
+# conditions: typically 5-15 KB of JSON per pod) is dead weight in the informer's store.
+_KEPT_FIELDS = {
+    "metadata": ("name", "namespace", "creationTimestamp", "resourceVersion", "uid"),
+    "spec": ("nodeName", "hostNetwork"),
+    "status": ("phase", "podIP", "podIPs"),
+}
+
+
+def slim_pod(obj: Any) -> Any:
+    """The Pod reduced to what the index and the informer need (keys, resourceVersion),
+    for an informer that can transform objects before storing them (as client-go's
+    SetTransform): ~50 pods per node x 48 ports of full Pods would cost tens of MB of a
+    256 MB budget. Anything that is not a Pod-shaped dict is returned as it is, so the
+    validation in parse_pod still sees (and refuses) it."""
+    if not isinstance(obj, Mapping):
+        return obj
+    slim: dict[str, Any] = {k: obj[k] for k in ("kind", "apiVersion") if k in obj}
+    for section, keys in _KEPT_FIELDS.items():
+        part = obj.get(section)
+        if isinstance(part, Mapping):
+            slim[section] = {k: part[k] for k in keys if k in part}
+        elif section in obj:
+            slim[section] = part
+    return slim
+
+
 def _get(obj: Any, *path: str) -> Any:
     for key in path:
         if not isinstance(obj, Mapping):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from agent.pod_index import (
     locate,
     parse_pod,
     pod_field_selector,
+    slim_pod,
     watched_nodes_diff,
 )
 from agent.status_model import AttachmentInfo, InvalidQuery, NotFound, RouteInfo
@@ -392,3 +394,23 @@ def test_locate_prefers_the_longest_route() -> None:
               RouteInfo("10.244.3.128/25", "node-c", "static", "192.168.10.113")]
     result = locate("10.244.3.200", PodIndex(), [att], routes)
     assert (result.route_prefix, result.next_hop) == ("10.244.3.128/25", "192.168.10.113")
+
+
+def test_slim_pod_keeps_what_the_index_reads() -> None:
+    full = pod("web-1", "shop", "node-a", ["10.244.1.17", "fd00::17"])
+    full["metadata"].update(resourceVersion="812", uid="5f0c", labels={"app": "web"},
+                            managedFields=[{"manager": "kubelet", "fieldsV1": {"f:status": {}}}])
+    full["spec"]["volumes"] = [{"name": "token", "projected": {"sources": []}}]
+    full["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    slim = slim_pod(full)
+    assert parse_pod(slim) == parse_pod(full)
+    assert slim["metadata"] == {"name": "web-1", "namespace": "shop",
+                                "creationTimestamp": "2026-11-20T10:00:00Z",
+                                "resourceVersion": "812", "uid": "5f0c"}
+    assert slim["spec"] == {"nodeName": "node-a"}
+    assert set(slim["status"]) == {"phase", "podIP", "podIPs"}
+    assert len(json.dumps(slim)) < len(json.dumps(full))
+    host = pod("kube-proxy", "kube-system", "node-a", ["192.168.10.11"], host_network=True)
+    assert parse_pod(slim_pod(host)) == parse_pod(host)
+    for hostile in (None, "x", {"metadata": "x", "spec": 3}, {"status": {"podIPs": "a"}}):
+        assert parse_pod(slim_pod(hostile)) == parse_pod(hostile)
