@@ -50,11 +50,12 @@ class ApplierSummary:
     def from_result(
         cls, name: str, result: ApplyResultLike | None, objects: Mapping[str, int] | None = None
     ) -> ApplierSummary:
-        """From any applier's result (FRR's ApplyResult, SonicApplyResult): same field names."""
+        """From any applier's result (FRR's ApplyResult, SonicApplyResult, the Linux applier's):
+        same field names; `started` is optional (the Linux result has none)."""
         if result is None:
             return cls(name, dict(objects or {}))
-        return cls(name, dict(objects or {}), result.action, result.ok, result.started,
-                   result.duration, result.error)
+        return cls(name, dict(objects or {}), result.action, result.ok,
+                   getattr(result, "started", None), result.duration, result.error)
 
 
 class ApplyResultLike(Protocol):
@@ -62,8 +63,6 @@ class ApplyResultLike(Protocol):
     def ok(self) -> bool: ...
     @property
     def action(self) -> str: ...
-    @property
-    def started(self) -> float: ...
     @property
     def duration(self) -> float: ...
     @property
