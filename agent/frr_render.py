@@ -23,7 +23,7 @@ class UnsafeValue(ValueError):
 
 def _token(value: object) -> str:
     text = str(value)
-    if not _TOKEN_RE.match(text):
+    if not _TOKEN_RE.fullmatch(text):  # not `$`: it matches before a trailing newline
         raise UnsafeValue(f"refusing to render {text!r} into FRR configuration")
     return text
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+# Every pattern is used with fullmatch: in Python `$` also matches before a trailing newline,
+# so `match` with `^...$` would let "node-a\n" through.
 # Kubernetes object names (Nodes): DNS-1123 subdomain, as apimachinery's IsDNS1123Subdomain.
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS1123_SUBDOMAIN_RE = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
@@ -38,13 +40,13 @@ _RESERVED_ASNS = {0, 23456, 65535, 4294967295}
 def node_name(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"node name must be a string, got {type(value).__name__}")
-    if not 1 <= len(value) <= 253 or not _DNS1123_SUBDOMAIN_RE.match(value):
+    if not 1 <= len(value) <= 253 or not _DNS1123_SUBDOMAIN_RE.fullmatch(value):
         raise ValueError(f"node name {value!r} is not a DNS-1123 subdomain")
     return value
 
 
 def interface_name(value: object) -> str:
-    if not isinstance(value, str) or not _IFNAME_RE.match(value):
+    if not isinstance(value, str) or not _IFNAME_RE.fullmatch(value):
         raise ValueError(
             f"interface name {value!r} is not a valid port name "
             "(letter first, then letters, digits, '_', '.', '-', at most 15 characters)"
@@ -53,7 +55,7 @@ def interface_name(value: object) -> str:
 
 
 def hostname(value: object) -> str:
-    if not isinstance(value, str) or len(value) > 253 or not _HOSTNAME_RE.match(value):
+    if not isinstance(value, str) or len(value) > 253 or not _HOSTNAME_RE.fullmatch(value):
         raise ValueError(f"hostname {value!r} is not an RFC 1123 host name")
     return value
 
@@ -88,7 +90,7 @@ def cidr(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         net = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a valid CIDR: {exc}") from None
-    if str(net) != value.strip() and str(net) != value:
+    if str(net) != value:  # also refuses whitespace and newlines that int() would forgive
         raise ValueError(f"{value!r} is not in canonical form (expected {net})")
     return net
 
@@ -104,10 +106,12 @@ def mac_address(value: object) -> str:
 def label_selector(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("label selector must be a string")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"label selector {value!r} contains control characters")
     if not value.strip():
         return ""
     for term in _split_selector(value):
-        if not _SELECTOR_TERM_RE.match(term):
+        if not _SELECTOR_TERM_RE.fullmatch(term):
             raise ValueError(f"label selector term {term!r} is not valid")
     return value.strip()
 

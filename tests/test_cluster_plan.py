@@ -39,16 +39,27 @@ def test_valid_node_names(value: str) -> None:
     assert validate.node_name(value) == value
 
 
-@pytest.mark.parametrize("value", ["", "A", "-a", "a_b", "a\nb", "a b", "x" * 254, None, 5])
+@pytest.mark.parametrize("value", ["", "A", "-a", "a_b", "a\nb", "a b", "x" * 254, None, 5,
+                                   "node-a\n", "node-a\r\n"])
 def test_invalid_node_names(value: object) -> None:
     with pytest.raises(ValueError):
         validate.node_name(value)
 
 
-@pytest.mark.parametrize("value", ["10.244.1.1/24", "10.244.1.0", "300.1.1.0/24", "::/ab", 7])
+@pytest.mark.parametrize("value", ["10.244.1.1/24", "10.244.1.0", "300.1.1.0/24", "::/ab", 7,
+                                   "10.244.1.0/24\n", " 10.244.1.0/24", "10.244.1.0/ 24"])
 def test_invalid_cidrs(value: object) -> None:
     with pytest.raises(ValueError):
         validate.cidr(value)
+
+
+@pytest.mark.parametrize(("check", "value"), [
+    (validate.interface_name, "swp1\n"), (validate.hostname, "leaf1\n"),
+    (validate.label_selector, "rack=r1\n"), (validate.mac_address, "aa:bb:cc:dd:ee:f0\n"),
+])
+def test_trailing_newline_is_refused_everywhere(check: Any, value: str) -> None:
+    with pytest.raises(ValueError):
+        check(value)
 
 
 def test_parse_node_keeps_good_fields_and_refuses_bad_ones() -> None:
@@ -180,7 +191,7 @@ def test_hostile_values_never_reach_the_rendered_config() -> None:
     assert "6.6.6.6" not in text and "remote-as 1\n" not in text
 
 
-@pytest.mark.parametrize("value", ["a b", "a\nb", "", "x;y", "a!b"])
+@pytest.mark.parametrize("value", ["a b", "a\nb", "", "x;y", "a!b", "swp1\n", "65101\n"])
 def test_token_filter_is_the_last_line_of_defence(value: str) -> None:
     with pytest.raises(UnsafeValue):
         _token(value)
