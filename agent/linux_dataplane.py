@@ -295,6 +295,12 @@ def _errtext(code: int, text: str) -> str:
     return f"{name}: {text}" if text else f"{name}: {os.strerror(code)}"
 
 
+def _nlerr(exc: NetlinkError) -> str:
+    """pyroute2's NetlinkError carries (code, the kernel's extended-ACK text or strerror)."""
+    text = exc.args[-1] if len(exc.args) > 1 and isinstance(exc.args[-1], str) else ""
+    return _errtext(exc.code, "" if text == os.strerror(exc.code) else text)
+
+
 # --- the VTEP device -------------------------------------------------------------------------
 
 
@@ -369,7 +375,6 @@ class LinuxDataplane:
 
     def __init__(self, cfg: DataplaneConfig, *, netns: str | None = None,
                  on_tamper: Callable[[], None] | None = None) -> None:
-        self._cfg = cfg
         self._netns = netns
         self._on_tamper = on_tamper
         self._proto = cfg.route_protocol
@@ -407,8 +412,12 @@ class LinuxDataplane:
             self._chan.close()
             self._chan = None
             raise
-        async with self._lock:
-            await self._observe(set(TABLES))
+        try:
+            async with self._lock:
+                await self._observe(set(TABLES))
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Close the sockets. The data plane stays exactly as it is."""
@@ -459,7 +468,8 @@ class LinuxDataplane:
             "ipv6_routes": len(routes) - v4,
             "neighbors": len(self._neighbors.dataplane),
             "fdb_entries": len(self._fdb.dataplane),
-            "remote_vteps": len({ip for v in self._fdb.dataplane.values() for ip in v.split(",")}),
+            "remote_vteps": len({ip.rstrip("+") for v in self._fdb.dataplane.values()
+                                 for ip in v.split(",")}),
         }
 
     async def run_events(self) -> None:
@@ -538,8 +548,8 @@ class LinuxDataplane:
         # Additions in flannel's order per peer (neighbour, FDB, route), each stage skipping the
         # peers an earlier stage failed for, and undoing what this pass wrote for them.
         failed: set[str] = set()
-        written_neigh: dict[str, str] = {}
-        written_fdb: dict[str, str] = {}
+        written_neigh: dict[str, tuple[str, bool]] = {}  # node -> (key, was it a change)
+        written_fdb: dict[str, tuple[str, bool]] = {}
         vtep = self._vtep_ifindex
 
         neigh_todo = self._neighbors.pending_updates()
@@ -556,8 +566,8 @@ class LinuxDataplane:
                 lambda kv: f"{kv[0]} lladdr {kv[1]} (node {peers.by_neigh.get(kv[0], '?')})",
                 counts[NEIGHBORS], errors,
                 on_fail=lambda kv: failed.add(peers.by_neigh.get(kv[0], "?")))
-            for ip, _mac in ok:
-                written_neigh[peers.by_neigh.get(ip, "?")] = ip
+            for ip, was_change in ok:
+                written_neigh[peers.by_neigh.get(ip, "?")] = (ip, was_change)
 
         fdb_todo = [kv for kv in self._fdb.pending_updates()
                     if peers.by_fdb.get(kv[0]) not in failed]
@@ -570,8 +580,8 @@ class LinuxDataplane:
                 lambda kv: f"{kv[0]} dst {kv[1]} (node {peers.by_fdb.get(kv[0], '?')})",
                 counts[FDB], errors,
                 on_fail=lambda kv: failed.add(peers.by_fdb.get(kv[0], "?")))
-            for mac, _ip in ok:
-                written_fdb[peers.by_fdb.get(mac, "?")] = mac
+            for mac, was_change in ok:
+                written_fdb[peers.by_fdb.get(mac, "?")] = (mac, was_change)
         await self._undo(failed, written_neigh, {}, counts)
 
         route_todo = []
@@ -619,8 +629,9 @@ class LinuxDataplane:
                      encode: Callable[[int, tuple[Any, Any]], bytes],
                      describe: Callable[[tuple[Any, Any]], str], counts: TableCounts,
                      errors: list[ObjectError],
-                     on_fail: Callable[[tuple[Any, Any]], None]) -> list[tuple[Any, Any]]:
-        """Add or change items; returns those written. The view follows each success."""
+                     on_fail: Callable[[tuple[Any, Any]], None]) -> list[tuple[Any, bool]]:
+        """Add or change items; returns (key, was it a change) of those written. The view
+        follows each success."""
         if not items:
             return []
         assert self._chan is not None
@@ -637,7 +648,7 @@ class LinuxDataplane:
                 on_fail((key, value))
                 continue
             tracker.dataplane_set(key, value)
-            done.append((key, value))
+            done.append((key, existed[i]))
             if existed[i]:
                 counts.changed += 1
             else:
@@ -659,8 +670,8 @@ class LinuxDataplane:
             tracker.dataplane_delete(key)
             counts[table].removed += 1
 
-    async def _undo(self, nodes: set[str], neigh: dict[str, str], fdb: dict[str, str],
-                    counts: dict[str, TableCounts]) -> None:
+    async def _undo(self, nodes: set[str], neigh: dict[str, tuple[str, bool]],
+                    fdb: dict[str, tuple[str, bool]], counts: dict[str, TableCounts]) -> None:
         """Flannel's undo: a peer whose later step failed loses what this pass wrote for it, so
         no half-programmed peer stays. It is retried by the next apply or resync."""
         vtep = self._vtep_ifindex
@@ -670,20 +681,19 @@ class LinuxDataplane:
             (FDB, fdb, self._fdb, encode_fdb_del),
             (NEIGHBORS, neigh, self._neighbors, encode_neigh_del),
         ):
-            keys = [written.pop(n) for n in sorted(nodes) if n in written]
-            if not keys:
+            undo = [written.pop(n) for n in sorted(nodes) if n in written]
+            if not undo:
                 continue
             failures = await self._chan.batch(
-                keys, lambda s, k, enc=encode: enc(s, vtep, k))
-            for i, key in enumerate(keys):
+                [key for key, _ in undo], lambda s, k, enc=encode: enc(s, vtep, k))
+            for i, (key, was_change) in enumerate(undo):
                 if i not in failures or failures[i][0] in _GONE_ON_DELETE:
                     tracker.dataplane_delete(key)
-                    # it was counted as written: the pass did not leave it there after all
-                    c = counts[table]
-                    if c.added:
-                        c.added -= 1
-                    elif c.changed:
-                        c.changed -= 1
+                    # counted as written, but the pass did not leave it there after all
+                    if was_change:
+                        counts[table].changed -= 1
+                    else:
+                        counts[table].added -= 1
 
     # --- the VTEP
 
@@ -744,7 +754,7 @@ class LinuxDataplane:
                 counts.changed += 1
             await self._observe_link()
         except NetlinkError as exc:
-            errors.append(ObjectError(LINKS, dev.name, _errtext(exc.code, str(exc.args[-1]))))
+            errors.append(ObjectError(LINKS, dev.name, _nlerr(exc)))
             with contextlib.suppress(NetlinkError):
                 await self._observe_link()
 
@@ -756,7 +766,7 @@ class LinuxDataplane:
             await self._ipr().link("del", index=self._vtep_ifindex)
         except NetlinkError as exc:
             if exc.code not in _GONE_ON_DELETE:
-                errors.append(ObjectError(LINKS, self._device, _errtext(exc.code, str(exc))))
+                errors.append(ObjectError(LINKS, self._device, _nlerr(exc)))
                 return
         self._forget_vtep()
         counts.removed += 1
@@ -869,8 +879,23 @@ class LinuxDataplane:
 
     async def _read_events(self) -> None:
         while not self._closed:
+            try:
+                await self._read_event()
+            except Exception:  # never let the watcher die: resync and go on
+                log.exception("data plane: event reader failed; resyncing")
+                self._stale = set(TABLES)
+                self._wake.set()
+                await asyncio.sleep(1.0)
+
+    async def _read_event(self) -> None:
+        if not self._closed:
             ev = self._events
             if ev is None:
+                if self._chan is None:  # not started yet: start() opens it
+                    await asyncio.sleep(0.1)
+                    return
+                self._stale = set(TABLES)  # a reopen after a failed one: events were lost
+                await self._open_events()
                 return
             data: bytes = await ev.msg_queue.get(0)
             if self._closed:
@@ -883,13 +908,8 @@ class LinuxDataplane:
                          "closed" if not data else "overflowed")
                 ev.close()
                 self._events = None
-                try:
-                    await self._open_events()
-                except OSError as exc:
-                    log.warning("data plane: cannot reopen the event socket: %s", exc)
-                    await asyncio.sleep(1.0)
-                    continue
                 self._stale = set(TABLES)
+                await self._open_events()
                 self._backlog.clear()
             elif len(self._backlog) >= EVENT_BACKLOG_LIMIT:
                 self._stale = set(TABLES)  # a dump is cheaper than reading them all

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import subprocess
 import threading
 import time
@@ -159,6 +160,17 @@ def kernel_events(ns: str) -> Iterator[list[str]]:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+@contextlib.asynccontextmanager
+async def watching(dp: LinuxDataplane) -> AsyncIterator[None]:
+    watcher = asyncio.create_task(dp.run_events())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
 
 # --- static routes ---------------------------------------------------------------------------
@@ -334,8 +346,7 @@ async def test_tampered_objects_are_restored_within_a_second(ns: str,
     tampered: list[float] = []
     dp._on_tamper = lambda: tampered.append(time.monotonic())
     await dp.apply(FULL)
-    watcher = asyncio.create_task(dp.run_events())
-    try:
+    async with watching(dp):
         for undo, present in (
             (("route", "del", "10.1.0.0/24", "proto", str(PROTO)),
              lambda: "10.1.0.0/24" in our_routes(ns)),
@@ -357,13 +368,39 @@ async def test_tampered_objects_are_restored_within_a_second(ns: str,
         await await_for(lambda: PEER2.vtep_mac in fdb(ns), 1.0, "FDB entry restored")
         await await_for(lambda: bool(tampered), 1.0, "on_tamper called")
         assert dp.last_repair is not None and dp.last_repair.ok
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
     # cancelling the event task left the data plane as it was
     assert set(our_routes(ns)) == {"10.1.0.0/24", "10.2.0.0/24", "fd00:2::/64",
                                    "10.244.1.0/24", "10.244.2.0/24"}
+
+
+async def test_a_foreign_takeover_is_left_alone_and_ours_returns_when_it_goes(
+        ns: str, dp: LinuxDataplane) -> None:
+    await dp.apply(DataplaneDesired(PROTO, STATIC))
+    async with watching(dp):
+        sh(ns, "route", "replace", "10.1.0.0/24", "via", "192.0.2.9", "proto", "static")
+        await await_for(lambda: dp.last_repair is not None and not dp.last_repair.ok, 1.0,
+                        "the repair noticing the takeover")
+        assert dp.last_repair is not None
+        assert "EEXIST" in dp.last_repair.errors[0].error
+        assert [(r["gateway"], r["protocol"]) for r in js(ns, "route", "show", "10.1.0.0/24")
+                ] == [("192.0.2.9", "static")]
+        sh(ns, "route", "del", "10.1.0.0/24", "proto", "static")
+        await await_for(lambda: "10.1.0.0/24" in our_routes(ns), 1.0, "our route back")
+
+
+async def test_lost_events_lead_to_a_full_resync(ns: str, dp: LinuxDataplane) -> None:
+    await dp.apply(DataplaneDesired(PROTO, STATIC))
+    async with watching(dp):
+        before = dp._events
+        assert before is not None
+        before.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel minimum
+        many = tuple(StaticRoute("m", f"10.100.{i // 256}.{i % 256}/32", "192.0.2.2")
+                     for i in range(3000))
+        assert (await dp.apply(DataplaneDesired(PROTO, STATIC + many))).ok
+        await await_for(lambda: dp._events is not before, 2.0, "the event socket reopened")
+        sh(ns, "route", "del", "10.2.0.0/24", "proto", str(PROTO))
+        await await_for(lambda: "10.2.0.0/24" in our_routes(ns), 1.0, "repair after overflow")
+    assert len(our_routes(ns)) == 3003
 
 
 async def test_restarted_agent_adopts_and_changes_nothing(ns: str) -> None:
