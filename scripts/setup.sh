@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(frr frr-pythontools lldpd iproute2 socat procps iputils-ping)
+packages=(frr frr-pythontools lldpd iproute2 socat procps iputils-ping redis-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,7 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The packaged FRR and lldpd services are not used: the lab starts its own instances per
 # namespace. Stop them if the package scripts started any, so they hold no sockets.
-for svc in frr lldpd; do
+for svc in frr lldpd redis-server; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi
