@@ -205,8 +205,11 @@ class _Channel:
             raise ChannelError(f"netlink send failed: {exc}") from exc
 
     async def _reply(self, seq: int) -> bytes:
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that races
+        # with the answer, and a cancelled run_events() then never ends.
         try:
-            data: bytes = await asyncio.wait_for(self.ipr.msg_queue.get(seq), REPLY_TIMEOUT)
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                data: bytes = await self.ipr.msg_queue.get(seq)
         except TimeoutError:
             raise ChannelError(f"no netlink answer within {REPLY_TIMEOUT:.0f}s") from None
         if not data:

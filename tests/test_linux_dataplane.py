@@ -169,8 +169,10 @@ async def watching(dp: LinuxDataplane) -> AsyncIterator[None]:
         yield
     finally:
         watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        # a cancelled watcher must end promptly (a hang here once came from wait_for)
+        async with asyncio.timeout(5):
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
 
 # --- static routes ---------------------------------------------------------------------------
