@@ -6,7 +6,8 @@ the agent observes, table by table (`agent.netlink_tables.DeltaTracker`, Calico 
 - links: the one VTEP device, named by `dataplane.vxlan.device`. Built to be offloadable by a
   switch ASIC (mlxsw): `local` set, no underlay `dev` binding, learning off, UDP checksum off,
   TTL set, TOS inherited. Immutable attributes that differ make it re-created; MTU, MAC, the
-  overlay address and admin state are changed in place.
+  overlay address and admin state are changed in place (other addresses on it are removed,
+  IPv6 link-local aside: the device is the agent's).
 - neighbours: `<peer subnet>.0 -> VtepMAC`, permanent, on the VTEP.
 - fdb: `VtepMAC -> peer public IP`, NTF_SELF, permanent, on the VTEP.
 - routes: static nodes' pod CIDRs via their InternalIP, flannel peers' pod CIDRs via the

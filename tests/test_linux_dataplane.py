@@ -136,9 +136,10 @@ def kernel_events(ns: str) -> Iterator[list[str]]:
     cut off and no fixed wait is needed."""
     proc = subprocess.Popen(["stdbuf", "-oL", "ip", "-n", ns, "monitor", "route", "neigh",
                              "link", "address"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
-                              daemon=True)  # type: ignore[union-attr]
+    reader = threading.Thread(target=lambda: lines.extend(iter(out.readline, "")), daemon=True)
     reader.start()
     captured: list[str] = []
     try:
