@@ -61,6 +61,8 @@ class KubernetesConfig(_Strict):
     # Server-side watch timeout; each watch picks a random value between this and twice this,
     # as client-go's reflector does, so a fleet of leaves does not reconnect in lockstep.
     watch_timeout_seconds: int = Field(300, ge=5, le=3600)
+    # Watch the Pods of the attached nodes (one field-selected watch per node) for locate.
+    watch_pods: bool = True
 
 
 class FabricConfig(_Strict):
@@ -121,6 +123,10 @@ class FrrConfig(_Strict):
 
 class SonicConfig(_Strict):
     database_config: str = "/var/run/redis/sonic-db/database_config.json"
+    # SONiC bridges a VXLAN VNI through a VLAN: the overlay VNI is mapped to this one.
+    overlay_vlan: int = Field(4000, ge=2, le=4094)
+    vtep_name: IfName = "kfavtep"
+    nvo_name: IfName = "nvo1"
 
 
 def _mac(value: object) -> str:
@@ -174,7 +180,27 @@ class HeadroomConfig(_Strict):
 
 class StatusConfig(_Strict):
     socket: str = "/run/kube-fabric-agent/agent.sock"
+    # Group that may read the socket (mode 0660); must be one of the agent's own groups.
+    socket_group: str | None = None
     state_file: str = "/run/kube-fabric-agent/status.json"
+    # Optional TCP listener for remote tools: only with TLS and required client certificates.
+    listen: str | None = Field(None, pattern=r"^[\w.:\[\]-]+:\d{1,5}$")
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    # Prometheus /metrics, off unless set (e.g. "127.0.0.1:9469").
+    metrics_listen: str | None = Field(None, pattern=r"^[\w.:\[\]-]+:\d{1,5}$")
+    event_history: int = Field(1000, ge=10, le=100000)
+    event_history_seconds: float = Field(3600.0, ge=60.0, le=86400.0)
+    # How often FRR's session states are read for status, events and metrics.
+    bgp_poll_seconds: float = Field(5.0, ge=0.5, le=300.0)
+
+    @model_validator(mode="after")
+    def _tls_with_listen(self) -> StatusConfig:
+        if self.listen and not (self.tls_cert and self.tls_key and self.tls_client_ca):
+            raise ValueError("listen needs tls_cert, tls_key and tls_client_ca (TCP is only "
+                             "served with TLS and client certificates)")
+        return self
 
 
 class AgentConfig(_Strict):

@@ -1,8 +1,9 @@
-"""`fabric-agent run`: informers -> cluster state -> plan() -> FRR applier, in one event loop.
+"""`fabric-agent run`: informers -> cluster state -> plan() -> appliers, in one event loop.
 
 Reconciliation is single-flight and coalescing: changes set a flag; one loop waits a short
-debounce, plans from the latest state and applies. Changes that arrive during an apply cause
-exactly one more pass, never a queue, so a flapping object cannot start a reload storm.
+debounce, plans from the latest state and applies (data plane first, so the routes FRR
+redistributes already exist, then FRR). Changes that arrive during an apply cause exactly one
+more pass, never a queue, so a flapping object cannot start a reload storm.
 Nothing is applied before the first complete Node list: an empty store would mean withdrawing
 every session, and the agent never withdraws because the API server is down or slow.
 """
@@ -15,27 +16,50 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import sdnotify
 
+from agent.bgp_observer import BgpObserver
 from agent.cluster import cluster_state
 from agent.config import AgentConfig
+from agent.dataplane_model import DataplaneDesired
 from agent.frr_apply import FrrApplier
 from agent.frr_render import UnsafeValue, render_frr
+from agent.headroom_monitor import HeadroomMonitor, discover_devlink
 from agent.informer import Informer
 from agent.kube_client import KubeApi
 from agent.lldp import LldpPoller
-from agent.plan import plan
+from agent.metrics import Metrics
+from agent.plan import Plan, plan
+from agent.pods import PodWatcher
 from agent.status import Status, write_status_file
+from agent.status_model import (
+    ApplierResult,
+    EventLog,
+    attachment_events,
+    refusal_events,
+)
+from agent.status_provider import AgentState, AgentView
 
 log = logging.getLogger(__name__)
 STARTUP_GRACE_SECONDS = 20.0
+
+
+class DataplaneApplier(Protocol):
+    async def start(self) -> None: ...
+    async def apply(self, desired: DataplaneDesired) -> Any: ...
+    async def resync(self) -> Any: ...
+    async def close(self) -> None: ...
 
 
 class Agent:
     def __init__(self, config: AgentConfig, api: KubeApi) -> None:
         self.config = config
         self.status = Status()
+        self.events = EventLog(max_events=config.status.event_history,
+                               max_age_seconds=config.status.event_history_seconds)
         self.applier = FrrApplier(config.frr)
         self.nodes = Informer(
             api,
@@ -44,13 +68,25 @@ class Agent:
             on_change=self.mark_dirty,
             watch_timeout=float(config.kubernetes.watch_timeout_seconds),
         )
+        self.state = AgentState(started_at=self.status.started, hostname=config.switch.hostname,
+                                nodes=self.nodes, pods_watched=config.kubernetes.watch_pods)
+        self.view = AgentView(self.state)
+        self.pods = (PodWatcher(api, self.state.pods, self.events, lambda: None,
+                                float(config.kubernetes.watch_timeout_seconds))
+                     if config.kubernetes.watch_pods else None)
         self.lldp = (
-            LldpPoller(
-                config.fabric.lldp_socket, self.mark_dirty, interval=config.fabric.lldp_poll_seconds
-            )
+            LldpPoller(config.fabric.lldp_socket, self.mark_dirty,
+                       interval=config.fabric.lldp_poll_seconds)
             if config.fabric.lldp
             else None
         )
+        self.bgp = BgpObserver(config.frr.vtysh, config.frr.pathspace)
+        self.headroom = HeadroomMonitor(config, self.events)
+        self.metrics = Metrics()
+        self.dataplane: DataplaneApplier | None = None
+        self._observed_counts: Callable[[], dict[str, int]] = dict
+        self._dataplane_tasks: list[Callable[[], Awaitable[None]]] = []
+        self._programmed: tuple[str, ...] = ()
         self._dirty = asyncio.Event()
         self._dirty_since: float | None = None
         self._apply_lock = asyncio.Lock()
@@ -63,6 +99,38 @@ class Agent:
             self._dirty_since = time.monotonic()
         self._dirty.set()
 
+    # -- data plane ----------------------------------------------------------------------------
+    async def start_dataplane(self) -> None:
+        cfg = self.config.dataplane
+        if cfg.backend == "linux":
+            from agent.linux_dataplane import LinuxDataplane
+
+            linux = LinuxDataplane(cfg, on_tamper=self.mark_dirty)
+            await linux.start()
+            self.dataplane = linux
+            self._dataplane_tasks.append(linux.run_events)
+            self._observed_counts = linux.observed_counts
+        else:
+            from agent.sonic.applier import SonicDataplane
+            from agent.sonic.db import open_sonic_db
+            from agent.sonic.schema import OverlayMapping
+
+            db = open_sonic_db(cfg.sonic.database_config)
+            sonic = SonicDataplane(db, self._ifname_for, overlay=OverlayMapping(
+                vlan_id=cfg.sonic.overlay_vlan, vtep_name=cfg.sonic.vtep_name,
+                nvo_name=cfg.sonic.nvo_name))
+            await sonic.start()  # raises SwssZmqEnabled: orchagent would never see our writes
+            self.dataplane = sonic
+
+    def _ifname_for(self, ip: str) -> str | None:
+        """The port toward a static node's InternalIP (SONiC routes name their egress port)."""
+        p = self.state.plan
+        if p is None:
+            return None
+        node = next((r.node for r in p.dataplane.static_routes if r.via == ip), None)
+        return next((a.port for a in p.attachments if a.node == node), None)
+
+    # -- reconciliation ------------------------------------------------------------------------
     async def reconcile_loop(self) -> None:
         debounce = self.config.frr.debounce_ms / 1000.0
         while True:
@@ -75,28 +143,86 @@ class Agent:
             await self.reconcile(since)
 
     async def reconcile(self, since: float | None = None) -> None:
+        started = time.monotonic()
         cluster = cluster_state(self.nodes.store.values())
-        result_plan = plan(self.config, cluster, self.lldp.neighbors if self.lldp else None)
-        self._log_refusals([str(r) for r in result_plan.refusals])
-        self.status.record_plan(result_plan)
-        try:
-            text = render_frr(result_plan.frr)
-        except UnsafeValue as exc:  # a validator let something through: refuse, keep running
-            log.error("not applying: %s", exc)
-            self.status.frr_last_error = str(exc)
-            return
+        new = plan(self.config, cluster, self.lldp.neighbors if self.lldp else None,
+                   programmed=self._programmed)
+        before_atts = self.view.attachments()
+        before_refusals = self.state.plan.refusals if self.state.plan else ()
+        self.state.plan, self.state.cluster = new, cluster
+        self._log_refusals([str(r) for r in new.refusals])
+        self.status.record_plan(new)
+        now = time.time()
+        for event in (*attachment_events(before_atts, self.view.attachments(), now),
+                      *refusal_events(before_refusals, new.refusals, now)):
+            self.events.publish(event)
+
         async with self._apply_lock:
-            result = await self.applier.apply(text)
-        self.status.record_apply(result)
-        if since is not None and result.action != "unchanged":
+            dataplane_ok = await self._apply_dataplane(new)
+            frr_ok = await self._apply_frr(new)
+        if dataplane_ok and frr_ok and new.admission is not None:
+            self._programmed = new.admission.admitted  # what the hardware holds now
+        self.headroom.update(new, self._observed_counts() if self.dataplane else None)
+        self.state.headroom = self.headroom.rows
+        if self.pods is not None:
+            self.pods.sync(a.node for a in new.attachments)
+        self.metrics.observe_reconcile(time.monotonic() - started)
+        if since is not None:
             latency = time.monotonic() - since
-            self.status.last_reconcile_latency_seconds = round(latency, 3)
-            log.info("change to applied FRR config: %.3fs (%s)", latency, result.action)
+            self.state.last_reconcile_latency = self.status.last_reconcile_latency_seconds = (
+                round(latency, 3))
+            log.info("change to applied state: %.3fs", latency)
         self.publish_status()
         if not self._ready_sent:
             self._notifier.notify("READY=1")
             self._ready_sent = True
 
+    async def _apply_dataplane(self, new: Plan) -> bool:
+        if self.dataplane is None:
+            return True
+        result = await self.dataplane.apply(new.dataplane)
+        self._record("dataplane", result.ok, result.action, result.duration, result.error,
+                     getattr(result, "changes", 0))
+        if not result.ok:
+            log.error("data plane %s: %s", result.action, result.error)
+        # Objects that failed are not observed; ObjectError.object starts with the prefix/MAC.
+        errored = {e.object.split(" ")[0] for e in getattr(result, "errors", ())}
+        self.state.dataplane_observed = {
+            "routes": {p for p in new.dataplane.prefixes if p not in errored},
+            "fdb": {p.vtep_mac for p in new.dataplane.vxlan_peers} - errored,
+        }
+        return bool(result.ok)
+
+    async def _apply_frr(self, new: Plan) -> bool:
+        try:
+            text = render_frr(new.frr)
+        except UnsafeValue as exc:  # a validator let something through: refuse, keep running
+            log.error("not applying: %s", exc)
+            self.status.frr_last_error = str(exc)
+            return False
+        result = await self.applier.apply(text)
+        self.status.record_apply(result)
+        if result.action != "unchanged":
+            self._record("frr", result.ok, result.action, result.duration, result.error,
+                         len(result.delta.to_add) + len(result.delta.to_delete))
+        return result.ok
+
+    def _record(self, name: str, ok: bool, action: str, duration: float, error: str | None,
+                changes: int) -> None:
+        applied = ApplierResult(applier=name, ok=ok, action=action, at=time.time(),
+                                duration_seconds=round(duration, 3), error=error)
+        previous = self.state.applies.get(name)
+        self.state.applies[name] = applied
+        self.metrics.observe_apply(name, ok, action, duration)
+        if name == "dataplane":
+            self.status.dataplane_last_apply = {"ok": ok, "action": action, "changes": changes,
+                                                "duration_seconds": round(duration, 3),
+                                                "error": error}
+        if previous is None or previous.ok != ok or changes:
+            self.events.emit("apply_result", name, f"{action}" + (f": {error}" if error else "")
+                             + (f" ({changes} changes)" if changes else ""))
+
+    # -- periodic loops ------------------------------------------------------------------------
     async def resync_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.frr.resync_seconds)
@@ -104,7 +230,33 @@ class Agent:
                 result = await self.applier.resync()
             if result is not None:
                 self.status.record_apply(result)
+                self._record("frr", result.ok, result.action, result.duration, result.error,
+                             len(result.delta.to_add) + len(result.delta.to_delete))
                 self.publish_status()
+
+    async def dataplane_resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.dataplane.resync_seconds)
+            if self.dataplane is None or self.state.plan is None:
+                continue
+            async with self._apply_lock:
+                result = await self.dataplane.resync()
+            if result.action not in ("in-sync", "unchanged"):
+                log.warning("data plane resync: %s (%s)", result.action, result.error or "")
+                self._record("dataplane", result.ok, result.action, result.duration,
+                             result.error, getattr(result, "changes", 0))
+
+    async def bgp_loop(self) -> None:
+        while True:
+            for port, before, after in await self.bgp.poll():
+                up = after is not None and after.state == "established"
+                was_up = before is not None and before.state == "established"
+                if up != was_up:
+                    kind = "session_up" if up else "session_down"
+                    self.events.emit(kind, port, after.state if after else "removed")
+            self.state.peers = self.bgp.peers
+            self.metrics.update_from(self.view)
+            await asyncio.sleep(self.config.status.bgp_poll_seconds)
 
     async def status_loop(self) -> None:
         """Keeps the status fresh and pets systemd's watchdog from the event loop itself, so a
@@ -149,14 +301,21 @@ class Agent:
         self._known_refusals = current
 
     async def run(self) -> None:
-        tasks = [
-            asyncio.create_task(self.nodes.run(), name="node-informer"),
-            asyncio.create_task(self.reconcile_loop(), name="reconcile"),
-            asyncio.create_task(self.resync_loop(), name="frr-resync"),
-            asyncio.create_task(self.status_loop(), name="status"),
+        self.headroom.set_discovered(await discover_devlink())
+        await self.start_dataplane()
+        server = self._status_server()
+        await server.start()
+        metrics_http = None
+        if self.config.status.metrics_listen:
+            host, _, port = self.config.status.metrics_listen.rpartition(":")
+            metrics_http = self.metrics.start_http(host.strip("[]"), int(port))
+        loops: list[Callable[[], Awaitable[None]]] = [
+            self.nodes.run, self.reconcile_loop, self.resync_loop, self.dataplane_resync_loop,
+            self.bgp_loop, self.status_loop, *self._dataplane_tasks,
         ]
         if self.lldp is not None:
-            tasks.append(asyncio.create_task(self.lldp.run(), name="lldp"))
+            loops.append(self.lldp.run)
+        tasks = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -165,6 +324,23 @@ class Agent:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.pods is not None:
+                await self.pods.close()
+            await server.stop()
+            if metrics_http is not None:
+                metrics_http.close()
+            if self.dataplane is not None:
+                await self.dataplane.close()  # closes sockets only: the data plane stays
+            self.events.close()
+
+    def _status_server(self) -> Any:
+        from agent.grpc_server import StatusServer
+
+        st = self.config.status
+        return StatusServer(self.view, self.events, socket_path=st.socket,
+                            socket_group=st.socket_group, tcp_address=st.listen,
+                            tls_cert=st.tls_cert, tls_key=st.tls_key,
+                            tls_client_ca=st.tls_client_ca)
 
 
 async def run_agent(config: AgentConfig) -> None:
@@ -176,11 +352,12 @@ async def run_agent(config: AgentConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Stopping leaves FRR and the kernel exactly as they are: forwarding goes on.
         loop.add_signal_handler(sig, main.cancel)
-    log.info("kube-fabric-agent starting on %s (AS%s)", config.switch.hostname, config.switch.asn)
+    log.info("kube-fabric-agent starting on %s (AS%s)", config.switch.hostname,
+             config.switch.asn)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await agent.run()
     finally:
         agent._notifier.notify("STOPPING=1")
         await api.aclose()
-        log.info("stopped; FRR keeps running with the last applied configuration")
+        log.info("stopped; FRR and the data plane keep the last applied state")

@@ -35,6 +35,7 @@ class Status:
     kubernetes: KubernetesStatus = field(default_factory=KubernetesStatus)
     frr_last_apply: dict[str, Any] | None = None
     frr_last_error: str | None = None
+    dataplane_last_apply: dict[str, Any] | None = None
     last_reconcile_latency_seconds: float | None = None
     attachments: list[dict[str, Any]] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)

@@ -40,6 +40,28 @@ SERVERS = {
 }
 
 
+# Data-plane nodes (no BGP): what their Nodes say, as in containerlab/leaf-servers.clab.yml.
+SWITCH_VTEP_MAC = "02:00:00:00:00:01"
+STATIC_NODES = {"st1": {"port": "swp5", "ip": "192.168.10.5", "cidr": "10.244.5.0/24",
+                        "pod": "10.244.5.10"}}
+FLANNEL_NODES = {
+    "fl1": {"public_ip": "192.168.20.1", "mac": "0a:58:0a:f4:07:00", "cidr": "10.244.7.0/24",
+            "pod": "10.244.7.10"},
+    "fl2": {"public_ip": "192.168.20.3", "mac": "0a:58:0a:f4:08:00", "cidr": "10.244.8.0/24",
+            "pod": "10.244.8.10"},
+}
+
+
+def flannel_annotations(public_ip: str, mac: str, vni: int = 1) -> dict[str, str]:
+    """What flanneld writes on its Node (kube subnet manager, VXLAN backend)."""
+    return {
+        "flannel.alpha.coreos.com/backend-type": "vxlan",
+        "flannel.alpha.coreos.com/backend-data": f'{{"VNI":{vni},"VtepMAC":"{mac}"}}',
+        "flannel.alpha.coreos.com/kube-subnet-manager": "true",
+        "flannel.alpha.coreos.com/public-ip": public_ip,
+    }
+
+
 def lldpd_socket(lab: Lab, node: str) -> str:
     # lldpd drops privileges to _lldpd: its socket must be somewhere that user can reach, not
     # in a root-only temporary directory.
@@ -48,10 +70,11 @@ def lldpd_socket(lab: Lab, node: str) -> str:
 
 def agent_config(lab: Lab, workdir: Path, **fabric_extra: Any) -> dict[str, Any]:
     return {
-        "switch": {"hostname": LEAF, "asn": LEAF_ASN, "router_id": "10.0.0.1"},
+        "switch": {"hostname": LEAF, "asn": LEAF_ASN, "router_id": "10.0.0.1",
+                   "vtep_ip": "10.0.0.1"},
         "kubernetes": {"kubeconfig": str(workdir / "kubeconfig"), "watch_timeout_seconds": 30},
         "fabric": {
-            "server_ports": ["swp1", "swp2", "swp3", "swp4"],
+            "server_ports": ["swp1", "swp2", "swp3", "swp4", "swp5"],
             "uplinks": ["swp51"],
             "pod_supernets": ["10.244.0.0/16"],
             # lldpd on leaf1 is started by the tests that need it; until then the agent reports
@@ -67,6 +90,9 @@ def agent_config(lab: Lab, workdir: Path, **fabric_extra: Any) -> dict[str, Any]
             "debounce_ms": 100,
             "resync_seconds": 3,
         },
+        # The flannel nodes of the topology file know the switch's VTEP by this MAC and address.
+        "dataplane": {"vxlan": {"mac": SWITCH_VTEP_MAC, "address": "10.244.250.0/32"},
+                      "resync_seconds": 5},
         "status": {
             "socket": str(workdir / "agent.sock"),
             "state_file": str(workdir / "status.json"),
@@ -175,6 +201,19 @@ class AgentLab:
             internal_ip=srv["ip"],
             **overrides,
         )
+
+    def add_static_node(self, name: str) -> dict[str, Any]:
+        node = STATIC_NODES[name]
+        return self.api.create_node(name, annotations={
+            "kube-fabric-agent.io/switch-port": f"{LEAF}/{node['port']}",
+            "kube-fabric-agent.io/routing": "static"},
+            pod_cidrs=[node["cidr"]], internal_ip=node["ip"])
+
+    def add_flannel_node(self, name: str) -> dict[str, Any]:
+        node = FLANNEL_NODES[name]
+        return self.api.create_node(
+            name, annotations=flannel_annotations(node["public_ip"], node["mac"]),
+            pod_cidrs=[node["cidr"]], internal_ip=node["public_ip"])
 
     # -- the agent -----------------------------------------------------------------------------
     def _write_agent_files(self) -> None:

@@ -1,0 +1,195 @@
+"""The agent's kernel data plane in the lab: static and flannel VXLAN nodes reached with real
+traffic from host1 behind the leaf; ownership, tamper repair, clean-up, restart without loss."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lab.agent_lab import (
+    FLANNEL_NODES,
+    LEAF,
+    STATIC_NODES,
+    SWITCH_VTEP_MAC,
+    AgentLab,
+    flannel_annotations,
+)
+from tests.integration.measurements import record
+
+PROTO = "233"  # dataplane.route_protocol default
+HOST = "host1"
+VTEP = "flannel.1"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dataplane_nodes(env: AgentLab) -> Iterator[None]:
+    env.add_static_node("st1")
+    for name in FLANNEL_NODES:
+        env.add_flannel_node(name)
+    env.wait(lambda: all(reachable(env, n["pod"]) for n in pods()), 60.0,
+             "host1 reaching every static and overlay pod")
+    yield
+
+
+def pods() -> list[dict[str, str]]:
+    return [*STATIC_NODES.values(), *FLANNEL_NODES.values()]
+
+
+def reachable(env: AgentLab, ip: str) -> bool:
+    res = env.lab.exec(HOST, ["ping", "-c1", "-W1", ip], check=False)
+    return res.returncode == 0
+
+
+def owned_routes(env: AgentLab) -> dict[str, Any]:
+    return {r["dst"]: r for r in env.lab.ip_json(LEAF, "route", "show", "proto", PROTO)}
+
+
+def _bridge_fdb(env: AgentLab) -> list[dict[str, Any]]:
+    """The VTEP's unicast FDB entries (those with a remote dst), as `bridge -j fdb` prints."""
+    out = env.lab.exec(LEAF, ["bridge", "-j", "fdb", "show", "dev", VTEP], check=False).stdout
+    return [e for e in json.loads(out or "[]") if e.get("dst")]
+
+
+def neighbours(env: AgentLab) -> dict[str, str]:
+    return {n["dst"]: n.get("lladdr", "") for n in env.lab.ip_json(LEAF, "neigh", "show",
+                                                                    "dev", VTEP)}
+
+
+def test_static_and_overlay_pods_reachable_from_behind_the_leaf(env: AgentLab) -> None:
+    for pod in pods():
+        assert reachable(env, pod["pod"]), pod
+    routes = owned_routes(env)
+    assert routes["10.244.5.0/24"]["gateway"] == "192.168.10.5"
+    for node in FLANNEL_NODES.values():
+        route = routes[node["cidr"]]
+        assert route["dev"] == VTEP and "onlink" in route.get("flags", [])
+    link = env.lab.ip_json(LEAF, "-d", "link", "show", VTEP)[0]
+    info = link["linkinfo"]["info_data"]
+    assert (info["id"], info["port"], info["local"]) == (1, 8472, "10.0.0.1")
+    assert link["address"] == "02:00:00:00:00:01"
+    assert {e["mac"]: e["dst"] for e in _bridge_fdb(env)} == {
+        n["mac"]: n["public_ip"] for n in FLANNEL_NODES.values()}
+
+
+def test_routed_pod_cidrs_are_redistributed_to_the_spine(env: AgentLab) -> None:
+    def at_spine() -> bool:
+        routes = env.lab.vtysh_json("spine1", "show bgp ipv4 unicast json").get("routes", {})
+        return {"10.244.5.0/24", "10.244.7.0/24", "10.244.8.0/24"} <= set(routes)
+    env.wait(at_spine, 30.0, "static and overlay pod CIDRs at the spine")
+
+
+def test_owned_route_deleted_by_hand_comes_back(env: AgentLab, request: pytest.FixtureRequest
+                                                ) -> None:
+    cidr = STATIC_NODES["st1"]["cidr"]
+    t0 = time.monotonic()
+    env.lab.exec(LEAF, ["ip", "route", "del", cidr, "proto", PROTO])
+    env.wait(lambda: cidr in owned_routes(env), 5.0, "the deleted route restored")
+    took = time.monotonic() - t0
+    record(request.config, f"owned route deleted by hand -> restored: {took:.2f}s")
+    assert took < 2.0
+
+
+def test_foreign_routes_are_never_touched(env: AgentLab) -> None:
+    env.lab.exec(LEAF, ["ip", "route", "add", "10.244.99.0/24", "via", "192.168.10.5",
+                        "proto", "static"])
+    env.lab.exec(LEAF, ["ip", "route", "add", "10.244.5.0/24", "via", "192.168.10.5",
+                        "proto", "static", "table", "100"])
+    try:
+        # a full resync (dataplane.resync_seconds = 5 in the lab) and an apply come and go
+        env.api.patch_node("st1", {"metadata": {"labels": {"touched": "yes"}}})
+        deadline = time.monotonic() + 7.0
+        while time.monotonic() < deadline:
+            routes = {r["dst"]: r for r in env.lab.ip_json(LEAF, "route", "show", "proto",
+                                                           "static")}
+            assert "10.244.99.0/24" in routes
+            time.sleep(0.5)
+        table100 = env.lab.ip_json(LEAF, "route", "show", "table", "100")
+        assert [r["dst"] for r in table100] == ["10.244.5.0/24"]
+    finally:
+        env.lab.exec(LEAF, ["ip", "route", "del", "10.244.99.0/24", "proto", "static"],
+                     check=False)
+        env.lab.exec(LEAF, ["ip", "route", "flush", "table", "100"], check=False)
+
+
+def test_vtep_mac_change_leaves_no_stale_entries(env: AgentLab) -> None:
+    node = FLANNEL_NODES["fl1"]
+    new_mac = "0a:58:0a:f4:07:77"
+    # flannel recreated its device with a new MAC and updated the Node annotation
+    set_node_vtep_mac(env, "fl1", new_mac)
+    env.api.patch_node("fl1", {"metadata": {"annotations": flannel_annotations(
+        node["public_ip"], new_mac)}})
+    env.wait(lambda: new_mac in {e["mac"] for e in _bridge_fdb(env)}, 15.0, "new FDB entry")
+    assert node["mac"] not in {e["mac"] for e in _bridge_fdb(env)}
+    assert neighbours(env)["10.244.7.0"] == new_mac
+    env.wait(lambda: reachable(env, node["pod"]), 15.0, "fl1's pod reachable with its new MAC")
+    set_node_vtep_mac(env, "fl1", node["mac"])
+    env.api.patch_node("fl1", {"metadata": {"annotations": flannel_annotations(
+        node["public_ip"], node["mac"])}})
+    env.wait(lambda: reachable(env, node["pod"]), 15.0, "fl1 back to its MAC")
+    assert new_mac not in {e["mac"] for e in _bridge_fdb(env)}
+
+
+def test_pings_flow_with_zero_loss_across_an_agent_restart(env: AgentLab,
+                                                          request: pytest.FixtureRequest
+                                                          ) -> None:
+    targets = [STATIC_NODES["st1"]["pod"], FLANNEL_NODES["fl2"]["pod"]]
+    pingers = [env.lab.spawn(HOST, ["ping", "-i", "0.02", "-W", "1", "-w", "60", ip],
+                             stdout=subprocess.PIPE, text=True) for ip in targets]
+    try:
+        old_start = env.status()["started"]
+        assert env.stop_agent() == 0
+        env.start_agent()
+        env.wait(lambda: env.status().get("started") != old_start
+                 and (env.status().get("dataplane_last_apply") or {}).get("ok"), 30.0,
+                 "the restarted agent's first data-plane apply")
+        applied = env.status()["dataplane_last_apply"]
+        assert applied["changes"] == 0, f"a restart must adopt, not reprogram: {applied}"
+    finally:
+        for p in pingers:
+            p.send_signal(2)  # SIGINT: ping prints its statistics
+    for ip, p in zip(targets, pingers, strict=True):
+        out, _ = p.communicate(timeout=10)
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        assert m, out
+        sent, got = int(m.group(1)), int(m.group(2))
+        record(request.config, f"agent restart: {ip} {got}/{sent} pings answered")
+        assert sent > 20 and got == sent, out
+
+
+def test_node_deletion_cleans_every_kernel_object(env: AgentLab) -> None:
+    fl2 = FLANNEL_NODES["fl2"]
+    env.api.delete_node("fl2")
+    env.wait(lambda: fl2["cidr"] not in owned_routes(env), 15.0, "fl2's route removed")
+    assert fl2["mac"] not in {e["mac"] for e in _bridge_fdb(env)}
+    assert "10.244.8.0" not in neighbours(env)
+    env.api.delete_node("st1")
+    env.wait(lambda: STATIC_NODES["st1"]["cidr"] not in owned_routes(env), 15.0,
+             "st1's route removed")
+    env.api.delete_node("fl1")
+    env.wait(lambda: not _has_link(env), 15.0, "the VTEP removed with the last overlay node")
+    assert owned_routes(env) == {}
+    # and back, for whatever runs after
+    env.add_static_node("st1")
+    for name in FLANNEL_NODES:
+        env.add_flannel_node(name)
+    env.wait(lambda: all(reachable(env, n["pod"]) for n in pods()), 60.0, "all back")
+
+
+def set_node_vtep_mac(env: AgentLab, node: str, mac: str) -> None:
+    """What flanneld does when its VTEP comes back with another MAC: the device's address
+    changes and flanneld writes its peers' entries (here: the switch) again."""
+    env.lab.exec(node, ["ip", "link", "set", "dev", VTEP, "address", mac])
+    env.lab.exec(node, ["ip", "neigh", "replace", "10.244.250.0", "lladdr", SWITCH_VTEP_MAC,
+                        "dev", VTEP, "nud", "permanent"])
+    env.lab.exec(node, ["bridge", "fdb", "replace", SWITCH_VTEP_MAC, "dev", VTEP, "dst",
+                        "10.0.0.1", "self", "permanent"])
+
+
+def _has_link(env: AgentLab) -> bool:
+    return env.lab.exec(LEAF, ["ip", "link", "show", VTEP], check=False).returncode == 0
