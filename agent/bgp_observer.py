@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from agent.process import run_command
 
@@ -25,6 +24,7 @@ _STATES = {
 class PeerState:
     state: str  # one of status_model.BGP_STATES
     accepted: int  # prefixes accepted (after the inbound policy), all address families
+    uptime_ms: int = 0  # of an established session: going backwards means it flapped
 
 
 def parse_summary(text: str) -> dict[str, PeerState]:
@@ -41,8 +41,11 @@ def parse_summary(text: str) -> dict[str, PeerState]:
             raw = str(peer.get("state", "")).lower()
             state = _STATES.get(raw.split(" ")[0], "unknown")
             accepted = peer.get("pfxRcd", 0) if isinstance(peer.get("pfxRcd"), int) else 0
+            uptime = peer.get("peerUptimeMsec", 0) if isinstance(peer.get("peerUptimeMsec"),
+                                                                 int) else 0
             old = peers.get(name)
-            peers[name] = PeerState(state, accepted + (old.accepted if old else 0))
+            peers[name] = PeerState(state, accepted + (old.accepted if old else 0),
+                                    max(uptime, old.uptime_ms if old else 0))
     return peers
 
 
@@ -53,8 +56,10 @@ class BgpObserver:
         self.peers: dict[str, PeerState] = {}
         self.error: str | None = None
 
-    async def poll(self) -> list[tuple[str, PeerState | None, PeerState | None]]:
-        """Refresh; returns (neighbour, before, after) for every session whose state changed."""
+    async def poll(self) -> list[tuple[str, str]]:
+        """Refresh; returns (neighbour, "session_up" | "session_down") in the order they
+        happened. A session that went down and came back between two polls shows as an
+        established session whose uptime went backwards: both events are reported."""
         try:
             res = await run_command(self.argv, limit_seconds=10.0)
             if res.returncode != 0:
@@ -66,10 +71,22 @@ class BgpObserver:
             self.error = str(exc)
             return []
         self.error = None
-        changes: list[tuple[str, Any, Any]] = []
-        for name in sorted(set(self.peers) | set(fresh)):
-            before, after = self.peers.get(name), fresh.get(name)
-            if (before.state if before else None) != (after.state if after else None):
-                changes.append((name, before, after))
+        changes = session_changes(self.peers, fresh)
         self.peers = fresh
         return changes
+
+
+def session_changes(before: dict[str, PeerState], after: dict[str, PeerState]
+                    ) -> list[tuple[str, str]]:
+    """(neighbour, "session_up" | "session_down") between two polls, in order."""
+    changes: list[tuple[str, str]] = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        was_up = old is not None and old.state == "established"
+        up = new is not None and new.state == "established"
+        if old is not None and new is not None and was_up and up and (
+                new.uptime_ms < old.uptime_ms):
+            changes += [(name, "session_down"), (name, "session_up")]
+        elif was_up != up:
+            changes.append((name, "session_up" if up else "session_down"))
+    return changes

@@ -248,12 +248,9 @@ class Agent:
 
     async def bgp_loop(self) -> None:
         while True:
-            for port, before, after in await self.bgp.poll():
-                up = after is not None and after.state == "established"
-                was_up = before is not None and before.state == "established"
-                if up != was_up:
-                    kind = "session_up" if up else "session_down"
-                    self.events.emit(kind, port, after.state if after else "removed")
+            for port, kind in await self.bgp.poll():
+                peer = self.bgp.peers.get(port)
+                self.events.emit(kind, port, peer.state if peer else "removed")
             self.state.peers = self.bgp.peers
             self.metrics.update_from(self.view)
             await asyncio.sleep(self.config.status.bgp_poll_seconds)

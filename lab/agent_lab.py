@@ -96,6 +96,7 @@ def agent_config(lab: Lab, workdir: Path, **fabric_extra: Any) -> dict[str, Any]
         "status": {
             "socket": str(workdir / "agent.sock"),
             "state_file": str(workdir / "status.json"),
+            "bgp_poll_seconds": 1,
         },
     }
 
