@@ -27,7 +27,7 @@ from agent.config import AgentConfig
 from agent.dataplane_model import DataplaneDesired
 from agent.frr_apply import FrrApplier
 from agent.frr_render import UnsafeValue, render_frr
-from agent.headroom_monitor import HeadroomMonitor, discover_devlink
+from agent.headroom_monitor import HeadroomMonitor, discover_devlink, kernel_route_counts
 from agent.informer import Informer
 from agent.kube_client import KubeApi
 from agent.lldp import LldpPoller
@@ -162,7 +162,7 @@ class Agent:
             frr_ok = await self._apply_frr(new)
         if dataplane_ok and frr_ok and new.admission is not None:
             self._programmed = new.admission.admitted  # what the hardware holds now
-        self.headroom.update(new, self._observed_counts() if self.dataplane else None)
+        self.headroom.update(new, self._observed())
         self.state.headroom = self.headroom.rows
         if self.pods is not None:
             self.pods.sync(a.node for a in new.attachments)
@@ -176,6 +176,15 @@ class Agent:
         if not self._ready_sent:
             self._notifier.notify("READY=1")
             self._ready_sent = True
+
+    def _observed(self) -> dict[str, int]:
+        """What the tables hold: the kernel's route counts (FRR's routes included) and the
+        data plane's own neighbour, FDB and VTEP entries."""
+        seen = dict(self._observed_counts())
+        if self.config.dataplane.backend == "linux":
+            for resource, count in kernel_route_counts().items():
+                seen[resource] = max(count, seen.get(resource, 0))
+        return seen
 
     async def _apply_dataplane(self, new: Plan) -> bool:
         if self.dataplane is None:
@@ -252,6 +261,9 @@ class Agent:
                 peer = self.bgp.peers.get(port)
                 self.events.emit(kind, port, peer.state if peer else "removed")
             self.state.peers = self.bgp.peers
+            if self.state.plan is not None:  # "used" follows the tables, not only reconciles
+                self.headroom.update(self.state.plan, self._observed())
+                self.state.headroom = self.headroom.rows
             self.metrics.update_from(self.view)
             await asyncio.sleep(self.config.status.bgp_poll_seconds)
 

@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping
+from pathlib import Path
 
 from agent.config import AgentConfig
 from agent.headroom.admission import build_report
@@ -44,6 +45,23 @@ async def discover_devlink() -> dict[str, Capacity]:
     except (OSError, ValueError, TimeoutError) as exc:
         log.info("no devlink resources: %s", exc)
         return {}
+
+
+def kernel_route_counts(proc: Path = Path("/proc/net")) -> dict[str, int]:
+    """Routes the kernel holds, counted cheaply from procfs (no dump over netlink): the main
+    IPv4 table, and IPv6 routes not on the loopback (the kernel's own local entries)."""
+    counts: dict[str, int] = {}
+    try:
+        with open(proc / "route") as f:
+            counts["ipv4_routes"] = max(0, sum(1 for _ in f) - 1)  # minus the header
+    except OSError:
+        pass
+    try:
+        with open(proc / "ipv6_route") as f:
+            counts["ipv6_routes"] = sum(1 for line in f if line.split()[-1:] != ["lo"])
+    except OSError:
+        pass
+    return counts
 
 
 class HeadroomMonitor:

@@ -102,10 +102,12 @@ def agent_config(lab: Lab, workdir: Path, **fabric_extra: Any) -> dict[str, Any]
 
 
 class AgentLab:
-    def __init__(self, prefix: str | None = None, **fabric_extra: Any) -> None:
+    def __init__(self, prefix: str | None = None, config_extra: dict[str, Any] | None = None,
+                 **fabric_extra: Any) -> None:
         self.lab = Lab.from_file(CLAB_FILE, prefix=prefix)
         self.workdir = Path(tempfile.mkdtemp(prefix="kfa-agent-lab-"))
         self.fabric_extra = fabric_extra
+        self.config_extra = config_extra or {}  # top-level sections, e.g. {"headroom": {...}}
         self.api_port: int | None = None
         self.api_proc: subprocess.Popen | None = None
         self.agent_proc: subprocess.Popen | None = None
@@ -230,6 +232,8 @@ class AgentLab:
         }
         (self.workdir / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
         config = agent_config(self.lab, self.workdir, **self.fabric_extra)
+        for section, values in self.config_extra.items():
+            config[section] = {**config.get(section, {}), **values}
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     @property
