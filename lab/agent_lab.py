@@ -284,6 +284,13 @@ class AgentLab:
         self.agent_proc.terminate()
         return self.agent_proc.wait(timeout=15)
 
+    def fabricctl(self, *args: str) -> str:
+        """fabricctl against the agent's status socket, as an engineer on the switch runs it."""
+        res = subprocess.run([sys.executable, "-m", "agent.fabricctl", "--socket",
+                              str(self.workdir / "agent.sock"), *args],
+                             capture_output=True, text=True, timeout=30, cwd=REPO)
+        return res.stdout + res.stderr
+
     def status(self) -> dict[str, Any]:
         path = self.workdir / "status.json"
         return json.loads(path.read_text()) if path.exists() else {}
@@ -331,11 +338,16 @@ class AgentLab:
 
 
 def run_demo(keep: bool = False) -> int:
-    """The main job: lab up, three Nodes in the API, agent on leaf1, print what it reached."""
+    """The main job: lab up, the lab's Nodes in the API (BGP, static and flannel VXLAN nodes),
+    the agent on leaf1; print what it reached, as an engineer would see it with fabricctl."""
     started = time.monotonic()
     with AgentLab() as env:
         for name in SERVERS:
             env.add_server_node(name)
+        env.add_static_node("st1")
+        for name in FLANNEL_NODES:
+            env.add_flannel_node(name)
+        env.api.create_pod("web-1", "shop", node_name="srv2", pod_ip="10.244.2.23")
         # A Node claiming address space outside the fabric's pod supernets, on the free port:
         # the agent refuses the prefix and says why.
         env.api.create_node("rogue", pod_cidrs=["10.99.0.0/24"], annotations={
@@ -351,7 +363,17 @@ def run_demo(keep: bool = False) -> int:
             "pod CIDRs in leaf1's kernel",
         )
         env.wait(lambda: env.status().get("frr_last_apply"), 10.0, "agent status")
+        pods = [*STATIC_NODES.values(), *FLANNEL_NODES.values()]
+        env.wait(lambda: all(env.lab.exec("host1", ["ping", "-c1", "-W1", p["pod"]],
+                                          check=False).returncode == 0 for p in pods),
+                 60.0, "host1 reaching the static and overlay pods")
         print(env.describe())
+        print("host1 (behind leaf1) pings " + ", ".join(
+            f"{p['pod']} ok" for p in pods))
+        for args in (["attachments"], ["routes"], ["vteps"], ["headroom"],
+                     ["locate", "10.244.2.23"]):
+            print(f"\n$ fabricctl {' '.join(args)}")
+            print(env.fabricctl(*args).rstrip())
         print(f"\nlab ready in {time.monotonic() - started:.1f}s")
         if keep:
             print(f"keeping the lab up (agent log {env.agent_log}); Ctrl-C tears it down")
