@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -18,9 +18,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     ValidationError,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
 from agent import validate
 
@@ -31,14 +33,16 @@ Cidr = Annotated[str, AfterValidator(lambda v: str(validate.cidr(v)))]
 Selector = Annotated[str, AfterValidator(validate.label_selector)]
 
 
-def _ipv4(value: object) -> str:
+def ipv4_address(value: object) -> str:
+    """A usable unicast IPv4 address (router id, VTEP source); also applied to what CONFIG_DB
+    supplies on SONiC (agent.sonic.runtime), which is input like the file."""
     addr = validate.ip_address(value)
     if addr.version != 4:
         raise ValueError(f"{value} is not an IPv4 address")
     return str(addr)
 
 
-IPv4 = Annotated[str, BeforeValidator(_ipv4)]
+IPv4 = Annotated[str, BeforeValidator(ipv4_address)]
 RoutingMode = Literal["bgp", "static", "vxlan"]
 
 
@@ -50,8 +54,13 @@ class SwitchConfig(_Strict):
     hostname: Annotated[str, AfterValidator(validate.hostname)] = Field(
         default_factory=lambda: socket.gethostname()
     )
-    asn: Asn
-    router_id: IPv4
+    # Required unless dataplane.backend is sonic (AgentConfig checks, naming the key): there
+    # CONFIG_DB DEVICE_METADATA and Loopback0 supply what the file leaves out at start-up
+    # (agent.sonic.runtime.fill_from_config_db), so the operator does not type them twice.
+    # hostname has gethostname() as its default; on sonic CONFIG_DB's hostname replaces that
+    # default (never a hostname the file gives).
+    asn: Asn | None = None
+    router_id: IPv4 | None = None
     vtep_ip: IPv4 | None = None
 
 
@@ -203,6 +212,33 @@ class StatusConfig(_Strict):
         return self
 
 
+# Keys only the sonic backend may leave out (it reads them from CONFIG_DB).
+SONIC_DEFAULTED_KEYS = ("asn", "router_id")
+
+
+def _backend_of(data: dict[Any, Any]) -> object:
+    dataplane = data.get("dataplane")
+    if isinstance(dataplane, dict):
+        return dataplane.get("backend", "linux")
+    return getattr(dataplane, "backend", "linux")  # None (absent) or a DataplaneConfig
+
+
+def _identity_missing(data: object) -> list[InitErrorDetails]:
+    """switch.asn / switch.router_id left out (or null) where nothing else can supply them:
+    any backend but sonic, including an invalid one (that error is reported on its own)."""
+    if not isinstance(data, dict) or _backend_of(data) == "sonic":
+        return []
+    switch = data.get("switch")
+    if isinstance(switch, dict):
+        present = {key: switch.get(key) for key in SONIC_DEFAULTED_KEYS}
+    elif isinstance(switch, SwitchConfig):
+        present = {key: getattr(switch, key) for key in SONIC_DEFAULTED_KEYS}
+    else:
+        return []  # switch itself is missing or not a mapping: reported as such
+    return [InitErrorDetails(type="missing", loc=("switch", key), input=switch)
+            for key, value in present.items() if value is None]
+
+
 class AgentConfig(_Strict):
     switch: SwitchConfig
     kubernetes: KubernetesConfig = KubernetesConfig()
@@ -211,6 +247,30 @@ class AgentConfig(_Strict):
     dataplane: DataplaneConfig = DataplaneConfig()
     headroom: HeadroomConfig = HeadroomConfig()
     status: StatusConfig = StatusConfig()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _identity_required_off_sonic(
+        cls, data: Any, handler: ModelWrapValidatorHandler[AgentConfig]
+    ) -> AgentConfig:
+        # A wrap validator, not an "after" one: the missing keys are reported together with
+        # every other problem of the file (an after validator runs only on a valid model) and
+        # under their own key path, exactly as a required field's would be.
+        missing = _identity_missing(data)
+        try:
+            config = handler(data)
+        except ValidationError as exc:
+            if not missing:
+                raise
+            order = list(cls.model_fields)
+            errors = sorted(
+                [*exc.errors(), *missing],  # type: ignore[list-item]
+                key=lambda e: order.index(e["loc"][0]) if e["loc"] and e["loc"][0] in order
+                else len(order))
+            raise ValidationError.from_exception_data(exc.title, errors) from None
+        if missing:
+            raise ValidationError.from_exception_data(cls.__name__, missing)
+        return config
 
 
 class ConfigError(Exception):

@@ -6,6 +6,10 @@ redistributes already exist, then FRR). Changes that arrive during an apply caus
 more pass, never a queue, so a flapping object cannot start a reload storm.
 Nothing is applied before the first complete Node list: an empty store would mean withdrawing
 every session, and the agent never withdraws because the API server is down or slow.
+
+On SONiC (dataplane.backend sonic) the daemon also (agent.sonic.runtime):
+- fills the switch's identity from CONFIG_DB before anything starts, and leaves FRR alone
+  unless the routing config mode is split (prepare_sonic);
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sdnotify
 
 from agent.bgp_observer import BgpObserver
+from agent.cli import EXIT_CONFIG
 from agent.cluster import cluster_state
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ConfigError
 from agent.dataplane_model import DataplaneDesired
 from agent.frr_apply import FrrApplier
 from agent.frr_render import UnsafeValue, render_frr
@@ -43,6 +48,9 @@ from agent.status_model import (
 )
 from agent.status_provider import AgentState, AgentView
 
+if TYPE_CHECKING:
+    from agent.sonic.db import SonicDb
+
 log = logging.getLogger(__name__)
 STARTUP_GRACE_SECONDS = 20.0
 
@@ -55,8 +63,13 @@ class DataplaneApplier(Protocol):
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, api: KubeApi) -> None:
+    def __init__(self, config: AgentConfig, api: KubeApi, *, sonic_db: SonicDb | None = None,
+                 frr_refusal: str | None = None) -> None:
+        """`sonic_db`: the SONiC databases run_agent() opened (else opened on start);
+        `frr_refusal`: why FRR must not be managed here (agent.sonic.runtime.frr_refusal), or
+        None to manage it."""
         self.config = config
+        self.frr_refusal = frr_refusal
         self.status = Status()
         self.events = EventLog(max_events=config.status.event_history,
                                max_age_seconds=config.status.event_history_seconds)
@@ -85,6 +98,7 @@ class Agent:
         self.metrics = Metrics()
         self.dataplane: DataplaneApplier | None = None
         self._observed_counts: Callable[[], dict[str, int]] = dict
+        self._sonic_db = sonic_db
         self._dataplane_tasks: list[Callable[[], Awaitable[None]]] = []
         self._programmed: tuple[str, ...] = ()
         self._dirty = asyncio.Event()
@@ -115,7 +129,9 @@ class Agent:
             from agent.sonic.db import open_sonic_db
             from agent.sonic.schema import OverlayMapping
 
-            db = open_sonic_db(cfg.sonic.database_config)
+            if self._sonic_db is None:
+                self._sonic_db = open_sonic_db(cfg.sonic.database_config)
+            db = self._sonic_db
             sonic = SonicDataplane(db, self._ifname_for, overlay=OverlayMapping(
                 vlan_id=cfg.sonic.overlay_vlan, vtep_name=cfg.sonic.vtep_name,
                 nvo_name=cfg.sonic.nvo_name))
@@ -203,6 +219,15 @@ class Agent:
         return bool(result.ok)
 
     async def _apply_frr(self, new: Plan) -> bool:
+        if self.frr_refusal is not None:
+            # Not managed (see agent.sonic.runtime.frr_refusal): nothing is written. Failed only
+            # while a node wants a BGP session it cannot get; recorded when that changes.
+            wants_bgp = any(p.node for p in new.frr.server_peers)
+            previous = self.state.applies.get("frr")
+            if previous is None or previous.ok == wants_bgp:
+                self._record("frr", not wants_bgp, "not-managed", 0.0, self.frr_refusal, 0)
+            self.status.frr_last_error = self.frr_refusal
+            return True  # the data plane's entries are programmed; admission may rely on them
         try:
             text = render_frr(new.frr)
         except UnsafeValue as exc:  # a validator let something through: refuse, keep running
@@ -319,9 +344,11 @@ class Agent:
             host, _, port = self.config.status.metrics_listen.rpartition(":")
             metrics_http = self.metrics.start_http(host.strip("[]"), int(port))
         loops: list[Callable[[], Awaitable[None]]] = [
-            self.nodes.run, self.reconcile_loop, self.resync_loop, self.dataplane_resync_loop,
+            self.nodes.run, self.reconcile_loop, self.dataplane_resync_loop,
             self.bgp_loop, self.status_loop, *self._dataplane_tasks,
         ]
+        if self.frr_refusal is None:
+            loops.append(self.resync_loop)  # FRR's drift repair writes FRR: only when managed
         if self.lldp is not None:
             loops.append(self.lldp.run)
         tasks = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
@@ -352,9 +379,48 @@ class Agent:
                             tls_client_ca=st.tls_client_ca)
 
 
+async def prepare_sonic(config: AgentConfig) -> tuple[AgentConfig, SonicDb, str | None]:
+    """SONiC start-up: open the databases, fill the switch's identity from CONFIG_DB and decide
+    whether FRR may be managed. Exits (status 2, like a bad config file) when a key is still
+    missing or CONFIG_DB's value is refused, naming the key and where it was looked for."""
+    from agent.sonic.db import SonicDbConfigError, open_sonic_db
+    from agent.sonic.runtime import (
+        ConfigDbUnavailable,
+        fill_from_config_db,
+        frr_refusal,
+        read_defaults,
+    )
+
+    try:
+        db = open_sonic_db(config.dataplane.sonic.database_config)
+    except SonicDbConfigError as exc:
+        log.error("dataplane.sonic.database_config: %s", exc)
+        raise SystemExit(EXIT_CONFIG) from None
+    try:
+        defaults = await read_defaults(db)
+        config = await fill_from_config_db(config, db, defaults)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        await db.close()
+        raise SystemExit(EXIT_CONFIG) from None
+    except ConfigDbUnavailable as exc:
+        log.error("%s", exc)
+        await db.close()
+        raise SystemExit(1) from None
+    refusal = frr_refusal(defaults)
+    if refusal is not None:
+        log.error("%s", refusal)
+    return config, db, refusal
+
+
 async def run_agent(config: AgentConfig) -> None:
+    sonic_db: SonicDb | None = None
+    refusal: str | None = None
+    if config.dataplane.backend == "sonic":
+        config, sonic_db, refusal = await prepare_sonic(config)
     api = KubeApi.from_kubeconfig(config.kubernetes.kubeconfig)
-    agent = Agent(config, api)
+    agent = Agent(config, api, sonic_db=sonic_db, frr_refusal=refusal)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -369,4 +435,6 @@ async def run_agent(config: AgentConfig) -> None:
     finally:
         agent._notifier.notify("STOPPING=1")
         await api.aclose()
+        if sonic_db is not None:
+            await sonic_db.close()
         log.info("stopped; FRR and the data plane keep the last applied state")

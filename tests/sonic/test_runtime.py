@@ -1,0 +1,189 @@
+"""The daemon's SONiC glue against a real redis-server: identity from CONFIG_DB (and refusing what
+CONFIG_DB should not say), and FRR management by routing config mode."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import ConfigError, parse_config
+from agent.daemon import prepare_sonic
+from agent.sonic.db import CONFIG_DB, SonicDb
+from agent.sonic.device import read_device_defaults
+from agent.sonic.runtime import (
+    ConfigDbDefaultsError,
+    fill_from_config_db,
+    frr_refusal,
+)
+
+FABRIC = {"server_ports": ["Ethernet0", "Ethernet4"], "pod_supernets": ["10.244.0.0/16"]}
+
+
+def sonic_config(database_config: Path | str = "/nonexistent", **switch: Any) -> Any:
+    return parse_config({
+        "switch": switch,
+        "fabric": FABRIC,
+        "dataplane": {"backend": "sonic", "sonic": {"database_config": str(database_config)}},
+    })
+
+
+async def device_metadata(db: SonicDb, loopback: str | None = "10.1.0.32/32",
+                          **fields: str) -> None:
+    cfg = db.client(CONFIG_DB)
+    if fields:
+        await cfg.hset("DEVICE_METADATA|localhost", mapping=fields)
+    if loopback:
+        await cfg.hset("LOOPBACK_INTERFACE|Loopback0", "NULL", "NULL")
+        await cfg.hset(f"LOOPBACK_INTERFACE|Loopback0|{loopback}", "NULL", "NULL")
+
+
+# ---- the config model ------------------------------------------------------------------------
+
+
+def test_linux_still_requires_asn_and_router_id_with_their_key_paths() -> None:
+    for dataplane in ({}, {"backend": "linux"}):
+        with pytest.raises(ConfigError) as err:
+            parse_config({"switch": {"hostname": "leaf1"}, "fabric": FABRIC,
+                          "dataplane": dataplane})
+        assert err.value.problems == ["switch.asn: required key is missing",
+                                      "switch.router_id: required key is missing"]
+    # Reported together with the file's other problems, in the file's order.
+    with pytest.raises(ConfigError) as err:
+        parse_config({"switch": {"asn": 65101, "router_id": None}, "fabric": {"uplinks": []},
+                      "frr": {"debounce_ms": -1}})
+    problems = err.value.problems
+    assert problems[0] == "switch.router_id: required key is missing"
+    assert any(p.startswith("fabric.server_ports:") for p in problems)
+    assert problems[-1].startswith("frr.debounce_ms:")
+
+
+def test_sonic_may_leave_identity_to_config_db() -> None:
+    cfg = sonic_config()
+    assert cfg.switch.asn is None and cfg.switch.router_id is None
+    assert "hostname" not in cfg.switch.model_fields_set  # gethostname() is only a default
+    # What the file does give is still validated.
+    with pytest.raises(ConfigError) as err:
+        sonic_config(asn=23456)
+    assert err.value.problems[0].startswith("switch.asn: ASN 23456")
+
+
+def test_check_config_reports_the_missing_keys(tmp_path: Path) -> None:
+    path = tmp_path / "linux.yaml"
+    path.write_text("switch: {hostname: leaf1}\nfabric: {server_ports: [swp1], "
+                    "pod_supernets: [10.244.0.0/16]}\n")
+    res = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "--config",
+                          str(path)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == ["switch.asn: required key is missing",
+                                       "switch.router_id: required key is missing"]
+
+
+# ---- identity from CONFIG_DB -----------------------------------------------------------------
+
+
+async def test_left_out_keys_come_from_config_db(sonic_db: SonicDb) -> None:
+    await device_metadata(sonic_db, hostname="leaf7", bgp_asn="65107",
+                          bgp_router_id="10.1.0.99")
+    cfg = await fill_from_config_db(sonic_config(), sonic_db)
+    s = cfg.switch
+    assert (s.hostname, s.asn, s.router_id, s.vtep_ip) == ("leaf7", 65107, "10.1.0.99",
+                                                           "10.1.0.32")
+    assert cfg.dataplane.backend == "sonic" and cfg.fabric.server_ports == ["Ethernet0",
+                                                                              "Ethernet4"]
+
+
+async def test_router_id_falls_back_to_loopback0(sonic_db: SonicDb) -> None:
+    await device_metadata(sonic_db, bgp_asn="65107")
+    cfg = await fill_from_config_db(sonic_config(hostname="leaf1"), sonic_db)
+    assert (cfg.switch.hostname, cfg.switch.router_id, cfg.switch.vtep_ip) == (
+        "leaf1", "10.1.0.32", "10.1.0.32")
+
+
+async def test_the_config_file_wins(sonic_db: SonicDb, caplog: pytest.LogCaptureFixture) -> None:
+    await device_metadata(sonic_db, hostname="leaf7", bgp_asn="65107",
+                          bgp_router_id="10.1.0.99")
+    given = sonic_config(hostname="leaf1", asn=65101, router_id="10.0.0.1", vtep_ip="10.0.0.2")
+    with caplog.at_level(logging.WARNING):
+        cfg = await fill_from_config_db(given, sonic_db)
+    assert cfg == given
+    assert "switch.asn 65101 (config file) differs from CONFIG_DB's 65107" in caplog.text
+    # A value the file gives is not read from CONFIG_DB, so a bad one there does not matter.
+    await sonic_db.client(CONFIG_DB).hset("DEVICE_METADATA|localhost", "bgp_asn",
+                                          "65000\nrouter bgp 1")
+    assert await fill_from_config_db(given, sonic_db) == given
+
+
+@pytest.mark.parametrize(("field", "value", "key"), [
+    ("bgp_asn", "65000\nrouter bgp 1", "asn"),
+    ("bgp_asn", " 65000", "asn"),  # int() would forgive it; the validators do not
+    ("bgp_asn", "23456", "asn"),
+    ("bgp_router_id", "10.1.0.99\n", "router_id"),
+    ("bgp_router_id", "fd00::1", "router_id"),
+    ("hostname", "leaf1\nrouter bgp 1", "hostname"),
+])
+async def test_hostile_config_db_values_are_refused(
+    sonic_db: SonicDb, field: str, value: str, key: str
+) -> None:
+    fields = {"hostname": "leaf7", "bgp_asn": "65107", field: value}
+    await device_metadata(sonic_db, **fields)
+    with pytest.raises(ConfigDbDefaultsError) as err:
+        await fill_from_config_db(sonic_config(), sonic_db)
+    (problem,) = err.value.problems
+    assert problem.startswith(f"switch.{key}: CONFIG_DB DEVICE_METADATA|localhost {field} "
+                              f"{value!r} is refused: ")
+    assert "\n" not in problem  # the value is shown escaped, never as a second log line
+
+
+async def test_missing_everywhere_names_the_key_and_where(sonic_db: SonicDb) -> None:
+    await device_metadata(sonic_db, loopback=None, hostname="leaf7")
+    with pytest.raises(ConfigDbDefaultsError) as err:
+        await fill_from_config_db(sonic_config(), sonic_db)
+    assert err.value.problems == [
+        "switch.asn: not in the config file, and CONFIG_DB DEVICE_METADATA|localhost has no "
+        "bgp_asn",
+        "switch.router_id: not in the config file, and CONFIG_DB has neither "
+        "DEVICE_METADATA|localhost bgp_router_id nor an IPv4 address on "
+        "LOOPBACK_INTERFACE|Loopback0",
+    ]
+
+
+async def test_prepare_sonic_exits_like_a_bad_config_file(
+    sonic_db: SonicDb, database_config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await device_metadata(sonic_db, hostname="leaf7", bgp_asn="65000\nrouter bgp 1",
+                          docker_routing_config_mode="split")
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exit_:
+        await prepare_sonic(sonic_config(database_config))
+    assert exit_.value.code == 2
+    assert "switch.asn: CONFIG_DB DEVICE_METADATA|localhost bgp_asn" in caplog.text
+
+    await sonic_db.client(CONFIG_DB).hset("DEVICE_METADATA|localhost", "bgp_asn", "65107")
+    cfg, db, refusal = await prepare_sonic(sonic_config(database_config))
+    try:
+        assert (cfg.switch.hostname, cfg.switch.asn, cfg.switch.router_id) == (
+            "leaf7", 65107, "10.1.0.32")
+        assert refusal is None
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize(("mode", "managed"), [
+    ("split", True), ("split-unified", True), ("separated", False), ("unified", False),
+    (None, False), ("split\nx", False),
+])
+async def test_frr_is_managed_only_in_a_split_mode(
+    sonic_db: SonicDb, mode: str | None, managed: bool
+) -> None:
+    if mode is not None:
+        await device_metadata(sonic_db, docker_routing_config_mode=mode)
+    why = frr_refusal(await read_device_defaults(sonic_db))
+    assert (why is None) == managed
+    if why is not None:
+        assert why.startswith("FRR not managed: CONFIG_DB DEVICE_METADATA|localhost "
+                              "docker_routing_config_mode is ")
+        assert "\n" not in why and "split" in why
