@@ -10,6 +10,7 @@ every session, and the agent never withdraws because the API server is down or s
 On SONiC (dataplane.backend sonic) the daemon also (agent.sonic.runtime):
 - fills the switch's identity from CONFIG_DB before anything starts, and leaves FRR alone
   unless the routing config mode is split (prepare_sonic);
+- polls CRM every CRM|Config polling_interval for the headroom's capacity, usage, thresholds;
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class Agent:
                 nvo_name=cfg.sonic.nvo_name))
             await sonic.start()  # raises SwssZmqEnabled: orchagent would never see our writes
             self.dataplane = sonic
+            self._dataplane_tasks.append(self.crm_loop)
 
     def _ifname_for(self, ip: str) -> str | None:
         """The port toward a static node's InternalIP (SONiC routes name their egress port)."""
@@ -178,8 +180,7 @@ class Agent:
             frr_ok = await self._apply_frr(new)
         if dataplane_ok and frr_ok and new.admission is not None:
             self._programmed = new.admission.admitted  # what the hardware holds now
-        self.headroom.update(new, self._observed())
-        self.state.headroom = self.headroom.rows
+        self._refresh_headroom()
         if self.pods is not None:
             self.pods.sync(a.node for a in new.attachments)
         self.metrics.observe_reconcile(time.monotonic() - started)
@@ -286,11 +287,48 @@ class Agent:
                 peer = self.bgp.peers.get(port)
                 self.events.emit(kind, port, peer.state if peer else "removed")
             self.state.peers = self.bgp.peers
-            if self.state.plan is not None:  # "used" follows the tables, not only reconciles
-                self.headroom.update(self.state.plan, self._observed())
-                self.state.headroom = self.headroom.rows
+            self._refresh_headroom()  # "used" follows the tables, not only reconciles
             self.metrics.update_from(self.view)
             await asyncio.sleep(self.config.status.bgp_poll_seconds)
+
+    def _refresh_headroom(self) -> None:
+        if self.state.plan is not None:
+            self.headroom.update(self.state.plan, self._observed())
+            self.state.headroom = self.headroom.rows
+
+    async def crm_loop(self) -> None:
+        """SONiC: CRM as the headroom's source, read every CRM|Config polling_interval (5 s to
+        300 s). A failed read keeps the last reading; each note is logged once."""
+        from redis.exceptions import RedisError
+
+        from agent.sonic.crm import CrmSnapshot, read_crm
+        from agent.sonic.runtime import CRM_RETRY_SECONDS, crm_poll_seconds
+
+        assert self._sonic_db is not None
+        snapshot: CrmSnapshot | None = None
+        failing = False
+        logged: set[str] = set()
+        while True:
+            try:
+                snapshot = await read_crm(self._sonic_db)
+            except (RedisError, OSError) as exc:
+                if not failing:
+                    log.warning("cannot read CRM: %s; headroom keeps the last reading", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("CRM readable again")
+                failing = False
+                notes = self.headroom.set_crm(snapshot)
+                if snapshot.missing:
+                    notes.append(f"CRM does not report {', '.join(snapshot.missing)} (yet): "
+                                 "their capacity comes from the profile")
+                for note in notes:
+                    if note not in logged:
+                        log.info("CRM: %s", note)
+                logged = set(notes)
+                self._refresh_headroom()
+            await asyncio.sleep(CRM_RETRY_SECONDS if failing else crm_poll_seconds(snapshot))
 
     async def status_loop(self) -> None:
         """Keeps the status fresh and pets systemd's watchdog from the event loop itself, so a

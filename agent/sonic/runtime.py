@@ -1,4 +1,5 @@
-"""The daemon's SONiC glue: identity from CONFIG_DB, and whether FRR may be managed.
+"""The daemon's SONiC glue: identity from CONFIG_DB, whether FRR may be managed, and CRM
+polling cadence.
 
 Kept apart from agent/daemon.py so each piece can be tested against a real redis-server without
 running the whole daemon (tests/sonic/test_runtime.py).
@@ -16,6 +17,7 @@ from redis.exceptions import RedisError
 
 from agent import validate
 from agent.config import AgentConfig, ConfigError, SwitchConfig, ipv4_address
+from agent.sonic.crm import CrmSnapshot
 from agent.sonic.db import CONFIG_DB, SonicDb
 from agent.sonic.device import DeviceDefaults, read_device_defaults
 from agent.sonic.table import Table
@@ -27,6 +29,11 @@ log = logging.getLogger(__name__)
 # agent writes, so the closest match). In "unified" / "separated" / unset, bgpcfgd owns FRR.
 FRR_MANAGED_MODES = ("split", "split-unified")
 
+# CRM|Config allows intervals down to 1 s: headroom gains nothing from reading Redis that often.
+CRM_POLL_MIN_SECONDS = 5.0
+# orchagent's default; a longer interval set there would leave the headroom stale for too long.
+CRM_POLL_MAX_SECONDS = 300.0
+CRM_RETRY_SECONDS = 30.0  # after a failed read, sooner than a whole interval
 CONFIG_DB_WAIT_SECONDS = 30.0
 
 _DECIMAL = re.compile(r"[0-9]{1,10}")
@@ -184,3 +191,10 @@ def frr_refusal(defaults: DeviceDefaults) -> str | None:
             f"{shown}, so bgpcfgd renders FRR from CONFIG_DB and would undo the agent's "
             f"changes; set it to {' or '.join(FRR_MANAGED_MODES)} to let the agent manage FRR "
             "(the data plane runs either way)")
+
+
+def crm_poll_seconds(snapshot: CrmSnapshot | None) -> float:
+    """How often to read CRM: its own CRM|Config polling_interval (reading faster than orchagent
+    writes sees nothing new), at least 5 s and at most 300 s."""
+    interval = CRM_POLL_MAX_SECONDS if snapshot is None else float(snapshot.polling_interval)
+    return min(max(interval, CRM_POLL_MIN_SECONDS), CRM_POLL_MAX_SECONDS)

@@ -1,5 +1,6 @@
 """The daemon's SONiC glue against a real redis-server: identity from CONFIG_DB (and refusing what
-CONFIG_DB should not say), and FRR management by routing config mode."""
+CONFIG_DB should not say), FRR management by routing config mode, and CRM as the headroom's
+source."""
 
 from __future__ import annotations
 
@@ -7,19 +8,25 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from agent.cluster import cluster_state
 from agent.config import ConfigError, parse_config
 from agent.daemon import prepare_sonic
-from agent.sonic.db import CONFIG_DB, SonicDb
+from agent.headroom_monitor import HeadroomMonitor
+from agent.plan import plan
+from agent.sonic.crm import read_crm
+from agent.sonic.db import CONFIG_DB, COUNTERS_DB, SonicDb
 from agent.sonic.device import read_device_defaults
 from agent.sonic.runtime import (
     ConfigDbDefaultsError,
+    crm_poll_seconds,
     fill_from_config_db,
     frr_refusal,
 )
+from agent.status_model import EventLog
 
 FABRIC = {"server_ports": ["Ethernet0", "Ethernet4"], "pod_supernets": ["10.244.0.0/16"]}
 
@@ -187,3 +194,75 @@ async def test_frr_is_managed_only_in_a_split_mode(
         assert why.startswith("FRR not managed: CONFIG_DB DEVICE_METADATA|localhost "
                               "docker_routing_config_mode is ")
         assert "\n" not in why and "split" in why
+
+
+# ---- CRM -------------------------------------------------------------------------------------
+
+CRM_STATS = {
+    "crm_stats_ipv4_route_used": "6000", "crm_stats_ipv4_route_available": "26000",
+    "crm_stats_ipv6_route_used": "10", "crm_stats_ipv6_route_available": "16374",
+    "crm_stats_ipv4_nexthop_used": "300", "crm_stats_ipv4_nexthop_available": "3796",
+    "crm_stats_ipv6_nexthop_used": "100", "crm_stats_ipv6_nexthop_available": "3796",
+    "crm_stats_ipv4_neighbor_used": "0", "crm_stats_ipv4_neighbor_available": "0",
+    "crm_stats_fdb_entry_used": "17000", "crm_stats_fdb_entry_available": "15768",
+}
+
+
+def test_crm_poll_interval_is_bounded() -> None:
+    class Snap:
+        def __init__(self, interval: int) -> None:
+            self.polling_interval = interval
+
+    assert crm_poll_seconds(None) == 300.0
+    assert [crm_poll_seconds(cast(Any, Snap(i))) for i in (60, 1, 0, 3600)] == [
+        60.0, 5.0, 5.0, 300.0]
+
+
+async def test_crm_drives_capacity_used_and_thresholds(sonic_db: SonicDb) -> None:
+    await sonic_db.client(COUNTERS_DB).hset("CRM:STATS", mapping=CRM_STATS)
+    await sonic_db.client(CONFIG_DB).hset("CRM|Config", mapping={
+        "polling_interval": "30",
+        "ipv4_route_threshold_type": "percentage", "ipv4_route_high_threshold": "15",
+        "ipv4_route_low_threshold": "10",
+        # two counters, two thresholds: the one that raises first is kept
+        "ipv4_nexthop_high_threshold": "90", "ipv6_nexthop_high_threshold": "80",
+        "ipv6_nexthop_low_threshold": "60",
+        "fdb_entry_low_threshold": "90", "fdb_entry_high_threshold": "50",  # unusable
+    })
+    config = parse_config({
+        "switch": {"hostname": "leaf1", "asn": 65101, "router_id": "10.0.0.1"},
+        "fabric": FABRIC, "dataplane": {"backend": "sonic"},
+        "headroom": {"capacity": {"ipv6_routes": 1000}},
+    })
+    events = EventLog()
+    monitor = HeadroomMonitor(config, events)
+    snapshot = await read_crm(sonic_db)
+    assert crm_poll_seconds(snapshot) == 30.0
+    notes = monitor.set_crm(snapshot)
+    assert any("no neighbors table" in n for n in notes)
+    assert any("threshold for fdb_entries not used" in n for n in notes)
+    monitor.update(plan(config, cluster_state([])), {"ipv4_routes": 5})
+
+    rows = {r.resource: r for r in monitor.rows}
+    v4 = rows["ipv4_routes"]
+    assert (v4.capacity, v4.source, v4.used, v4.used_source) == (32000, "crm", 6000, "crm")
+    assert v4.threshold == "raised"  # 6000 of 32000 = 18.75 % >= CRM|Config's 15
+    nh = rows["nexthops"]
+    assert (nh.capacity, nh.used, nh.source) == (4196, 400, "crm")
+    assert monitor.tracker.threshold("nexthops").high == 80.0
+    assert monitor.tracker.threshold("nexthops").low == 60.0
+    # The config's override wins over CRM; CRM's usage is still what the ASIC holds.
+    v6 = rows["ipv6_routes"]
+    assert (v6.capacity, v6.source, v6.used, v6.used_source) == (1000, "config", 10, "crm")
+    # No usable CRM table: the profile's figure, nothing observed.
+    assert rows["neighbors"].source != "crm" and rows["neighbors"].used is None
+    assert rows["remote_vteps"].source != "crm"
+    assert rows["fdb_entries"].threshold == "ok"  # default 85 %: 17000 of 32768 is 52 %
+    crossings = [e for e in events.history() if e.kind == "threshold_crossed"]
+    assert [(e.subject, e.message.split(":")[0]) for e in crossings] == [
+        ("ipv4_routes", "ipv4_routes threshold exceeded")]
+
+    # The agent's own count wins only when it is larger than CRM's (CRM lags its interval).
+    monitor.update(plan(config, cluster_state([])), {"ipv4_routes": 7000})
+    v4 = {r.resource: r for r in monitor.rows}["ipv4_routes"]
+    assert (v4.used, v4.used_source) == (7000, None)
