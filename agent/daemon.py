@@ -11,6 +11,7 @@ On SONiC (dataplane.backend sonic) the daemon also (agent.sonic.runtime):
 - fills the switch's identity from CONFIG_DB before anything starts, and leaves FRR alone
   unless the routing config mode is split (prepare_sonic);
 - polls CRM every CRM|Config polling_interval for the headroom's capacity, usage, thresholds;
+- writes its attachments and appliers' summary to STATE_DB after each reconcile and resync.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ from agent.status_model import (
 from agent.status_provider import AgentState, AgentView
 
 if TYPE_CHECKING:
+    from agent.sonic.applier import SonicDataplane
     from agent.sonic.db import SonicDb
+    from agent.sonic.runtime import StateDbPublisher
 
 log = logging.getLogger(__name__)
 STARTUP_GRACE_SECONDS = 20.0
@@ -100,6 +103,8 @@ class Agent:
         self.dataplane: DataplaneApplier | None = None
         self._observed_counts: Callable[[], dict[str, int]] = dict
         self._sonic_db = sonic_db
+        self._sonic: SonicDataplane | None = None
+        self._state_db: StateDbPublisher | None = None
         self._dataplane_tasks: list[Callable[[], Awaitable[None]]] = []
         self._programmed: tuple[str, ...] = ()
         self._dirty = asyncio.Event()
@@ -128,6 +133,7 @@ class Agent:
         else:
             from agent.sonic.applier import SonicDataplane
             from agent.sonic.db import open_sonic_db
+            from agent.sonic.runtime import StateDbPublisher
             from agent.sonic.schema import OverlayMapping
 
             if self._sonic_db is None:
@@ -137,7 +143,8 @@ class Agent:
                 vlan_id=cfg.sonic.overlay_vlan, vtep_name=cfg.sonic.vtep_name,
                 nvo_name=cfg.sonic.nvo_name))
             await sonic.start()  # raises SwssZmqEnabled: orchagent would never see our writes
-            self.dataplane = sonic
+            self.dataplane = self._sonic = sonic
+            self._state_db = StateDbPublisher(db)
             self._dataplane_tasks.append(self.crm_loop)
 
     def _ifname_for(self, ip: str) -> str | None:
@@ -181,6 +188,7 @@ class Agent:
         if dataplane_ok and frr_ok and new.admission is not None:
             self._programmed = new.admission.admitted  # what the hardware holds now
         self._refresh_headroom()
+        await self._publish_state_db(new)
         if self.pods is not None:
             self.pods.sync(a.node for a in new.attachments)
         self.metrics.observe_reconcile(time.monotonic() - started)
@@ -280,6 +288,8 @@ class Agent:
                 log.warning("data plane resync: %s (%s)", result.action, result.error or "")
                 self._record("dataplane", result.ok, result.action, result.duration,
                              result.error, getattr(result, "changes", 0))
+            # Also rewrites STATE_DB's state after a Redis restart emptied it.
+            await self._publish_state_db(self.state.plan)
 
     async def bgp_loop(self) -> None:
         while True:
@@ -295,6 +305,20 @@ class Agent:
         if self.state.plan is not None:
             self.headroom.update(self.state.plan, self._observed())
             self.state.headroom = self.headroom.rows
+
+    async def _publish_state_db(self, plan: Plan | None) -> None:
+        """SONiC: the attachments and the appliers' summary into STATE_DB (never raises)."""
+        if self._state_db is None or self._sonic is None or plan is None:
+            return
+        from agent.sonic.runtime import applier_summary
+
+        sessions = sum(1 for p in plan.frr.server_peers if p.node)
+        await self._state_db.publish(plan.attachments, [
+            applier_summary("frr", self.state.applies.get("frr"),
+                            {} if self.frr_refusal else {"sessions": sessions}),
+            applier_summary("sonic", self.state.applies.get("dataplane"),
+                            self._sonic.object_counts()),
+        ])
 
     async def crm_loop(self) -> None:
         """SONiC: CRM as the headroom's source, read every CRM|Config polling_interval (5 s to

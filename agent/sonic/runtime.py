@@ -1,5 +1,5 @@
-"""The daemon's SONiC glue: identity from CONFIG_DB, whether FRR may be managed, and CRM
-polling cadence.
+"""The daemon's SONiC glue: identity from CONFIG_DB, whether FRR may be managed, CRM polling
+cadence, and the agent's state in STATE_DB.
 
 Kept apart from agent/daemon.py so each piece can be tested against a real redis-server without
 running the whole daemon (tests/sonic/test_runtime.py).
@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from redis.exceptions import RedisError
 
@@ -20,7 +20,9 @@ from agent.config import AgentConfig, ConfigError, SwitchConfig, ipv4_address
 from agent.sonic.crm import CrmSnapshot
 from agent.sonic.db import CONFIG_DB, SonicDb
 from agent.sonic.device import DeviceDefaults, read_device_defaults
+from agent.sonic.state import AgentStateWriter, ApplierSummary, AttachmentLike
 from agent.sonic.table import Table
+from agent.status_model import ApplierResult
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +200,40 @@ def crm_poll_seconds(snapshot: CrmSnapshot | None) -> float:
     writes sees nothing new), at least 5 s and at most 300 s."""
     interval = CRM_POLL_MAX_SECONDS if snapshot is None else float(snapshot.polling_interval)
     return min(max(interval, CRM_POLL_MIN_SECONDS), CRM_POLL_MAX_SECONDS)
+
+
+def applier_summary(name: str, result: ApplierResult | None,
+                    objects: Mapping[str, int] | None = None) -> ApplierSummary:
+    """A STATE_DB summary entry from the daemon's record of an applier's last result."""
+    if result is None:
+        return ApplierSummary(name, dict(objects or {}))
+    return ApplierSummary(name, dict(objects or {}), result.action, result.ok, result.at,
+                          result.duration_seconds, result.error)
+
+
+class StateDbPublisher:
+    """Writes the agent's attachments and summary to STATE_DB (agent.sonic.state). Never raises
+    for Redis trouble: STATE_DB is a report, and a reconcile must not fail because the report
+    could not be written. A failure is logged once, and the recovery once."""
+
+    def __init__(self, db: SonicDb) -> None:
+        self.writer = AgentStateWriter(db)
+        self._lock = asyncio.Lock()  # reconcile and the resync loop both publish
+        self.error: str | None = None
+
+    async def publish(self, attachments: Iterable[AttachmentLike],
+                      appliers: Sequence[ApplierSummary]) -> bool:
+        items = list(attachments)
+        async with self._lock:
+            try:
+                await self.writer.write_attachments(items)
+                await self.writer.write_summary(appliers, len(items))
+            except (RedisError, OSError) as exc:
+                if self.error is None:
+                    log.warning("cannot write the agent's state to STATE_DB: %s", exc)
+                self.error = str(exc)
+                return False
+        if self.error is not None:
+            log.info("STATE_DB state written again")
+            self.error = None
+        return True

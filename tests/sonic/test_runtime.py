@@ -1,12 +1,14 @@
 """The daemon's SONiC glue against a real redis-server: identity from CONFIG_DB (and refusing what
-CONFIG_DB should not say), FRR management by routing config mode, and CRM as the headroom's
-source."""
+CONFIG_DB should not say), FRR management by routing config mode, CRM as the headroom's source,
+and the agent's state in STATE_DB after a reconcile."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,19 +16,24 @@ import pytest
 
 from agent.cluster import cluster_state
 from agent.config import ConfigError, parse_config
-from agent.daemon import prepare_sonic
+from agent.daemon import Agent, prepare_sonic
 from agent.headroom_monitor import HeadroomMonitor
+from agent.kube_client import KubeApi
 from agent.plan import plan
 from agent.sonic.crm import read_crm
 from agent.sonic.db import CONFIG_DB, COUNTERS_DB, SonicDb
 from agent.sonic.device import read_device_defaults
 from agent.sonic.runtime import (
     ConfigDbDefaultsError,
+    StateDbPublisher,
+    applier_summary,
     crm_poll_seconds,
     fill_from_config_db,
     frr_refusal,
 )
-from agent.status_model import EventLog
+from agent.status_model import ApplierResult, EventLog
+from tests.sonic.orchagent import OrchagentStandIn
+from tests.sonic.redis_server import RedisServer
 
 FABRIC = {"server_ports": ["Ethernet0", "Ethernet4"], "pod_supernets": ["10.244.0.0/16"]}
 
@@ -266,3 +273,118 @@ async def test_crm_drives_capacity_used_and_thresholds(sonic_db: SonicDb) -> Non
     monitor.update(plan(config, cluster_state([])), {"ipv4_routes": 7000})
     v4 = {r.resource: r for r in monitor.rows}["ipv4_routes"]
     assert (v4.used, v4.used_source) == (7000, None)
+
+
+# ---- STATE_DB --------------------------------------------------------------------------------
+
+
+class Att:
+    def __init__(self, port: str, node: str) -> None:
+        self.port, self.node, self.routing, self.prefixes = port, node, "static", ("10.0.0.0/24",)
+
+
+async def test_state_db_publisher_writes_and_survives_redis_trouble(
+    sonic_db: SonicDb, redis_server: RedisServer
+) -> None:
+    publisher = StateDbPublisher(sonic_db)
+    frr = ApplierResult("frr", False, "not-managed", 1700000000.0, 0.0, "FRR not managed: x")
+    assert await publisher.publish([Att("Ethernet0", "node-a")], [
+        applier_summary("frr", frr), applier_summary("sonic", None, {"routes": 1})])
+    raw = redis_server.sync_client(6)
+    assert sorted(raw.keys("KUBE_FABRIC_AGENT*")) == [
+        "KUBE_FABRIC_AGENT|attachment|Ethernet0", "KUBE_FABRIC_AGENT|summary"]
+    summary = raw.hgetall("KUBE_FABRIC_AGENT|summary")
+    assert summary["frr_last_action"] == "not-managed" and summary["frr_last_ok"] == "false"
+    assert summary["sonic_routes"] == "1" and summary["attachments"] == "1"
+
+    redis_server.stop()
+    assert not await publisher.publish([], [])  # logged, not raised
+    assert publisher.error
+    redis_server.start()
+    assert await publisher.publish([], [applier_summary("sonic", None, {"routes": 0})])
+    assert publisher.error is None
+    assert sorted(redis_server.sync_client(6).keys("KUBE_FABRIC_AGENT*")) == [
+        "KUBE_FABRIC_AGENT|summary"]
+
+
+# ---- the daemon, one reconcile on SONiC ------------------------------------------------------
+
+
+def node(name: str, port: str, routing: str, cidr: str, ip: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "annotations": {"kube-fabric-agent.io/switch-port": f"leaf7/{port}",
+                                         "kube-fabric-agent.io/routing": routing}},
+            "spec": {"podCIDRs": [cidr]},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
+
+
+@pytest.fixture
+async def agent(sonic_db: SonicDb, database_config: Path, tmp_path: Path,
+                orchagent: OrchagentStandIn) -> AsyncIterator[Agent]:
+    await device_metadata(sonic_db, hostname="leaf7", bgp_asn="65107",
+                          docker_routing_config_mode="separated")
+    await sonic_db.client(COUNTERS_DB).hset("CRM:STATS", mapping=CRM_STATS)
+    base = sonic_config(database_config)
+    config = base.model_copy(update={
+        "kubernetes": base.kubernetes.model_copy(update={"watch_pods": False}),
+        "status": base.status.model_copy(update={"state_file": str(tmp_path / "status.json")}),
+    })
+    config, db, refusal = await prepare_sonic(config)
+    assert refusal is not None
+    daemon = Agent(config, cast(KubeApi, object()), sonic_db=db, frr_refusal=refusal)
+    await daemon.start_dataplane()
+    daemon.nodes.synced = daemon.nodes.connected = True
+    try:
+        yield daemon
+    finally:
+        if daemon.dataplane is not None:
+            await daemon.dataplane.close()
+        await db.close()
+
+
+async def test_a_reconcile_on_sonic_leaves_state_in_state_db(
+    agent: Agent, redis_server: RedisServer
+) -> None:
+    agent.nodes.store.update({
+        "srv1": node("srv1", "Ethernet0", "static", "10.244.1.0/24", "192.168.10.1"),
+        "srv2": node("srv2", "Ethernet4", "bgp", "10.244.2.0/24", "192.168.10.2"),
+    })
+    await agent.reconcile()
+
+    raw = redis_server.sync_client(6)
+    assert sorted(raw.keys("KUBE_FABRIC_AGENT*")) == [
+        "KUBE_FABRIC_AGENT|attachment|Ethernet0", "KUBE_FABRIC_AGENT|attachment|Ethernet4",
+        "KUBE_FABRIC_AGENT|summary"]
+    assert raw.hgetall("KUBE_FABRIC_AGENT|attachment|Ethernet0")["node"] == "srv1"
+    summary = raw.hgetall("KUBE_FABRIC_AGENT|summary")
+    assert (summary["sonic_routes"], summary["sonic_last_action"], summary["sonic_last_ok"]) == (
+        "1", "applied", "true")
+    # FRR is not managed here (routing config mode "separated") and srv2 wants a session.
+    assert (summary["frr_last_action"], summary["frr_last_ok"]) == ("not-managed", "false")
+    assert "docker_routing_config_mode" in summary["frr_last_error"]
+    assert "frr_sessions" not in summary
+    status = agent.view.status()
+    assert status.health == "degraded"
+    assert any(r.startswith("last frr apply failed: FRR not managed")
+               for r in status.health_reasons)
+
+    # CRM feeds the headroom rows the status service serves.
+    task = asyncio.create_task(agent.crm_loop())
+    try:
+        for _ in range(200):
+            rows = {r.resource: r for r in agent.state.headroom}
+            if rows and rows["ipv4_routes"].source == "crm":
+                break
+            await asyncio.sleep(0.01)
+        assert (rows["ipv4_routes"].capacity, rows["ipv4_routes"].used) == (32000, 6000)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    # Without the bgp node, FRR not being managed costs nothing: healthy again.
+    del agent.nodes.store["srv2"]
+    await agent.reconcile()
+    assert agent.view.status().health == "ok"
+    assert sorted(raw.keys("KUBE_FABRIC_AGENT|attachment|*")) == [
+        "KUBE_FABRIC_AGENT|attachment|Ethernet0"]
+    assert raw.hgetall("KUBE_FABRIC_AGENT|summary")["frr_last_ok"] == "true"
