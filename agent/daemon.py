@@ -12,6 +12,8 @@ On SONiC (dataplane.backend sonic) the daemon also (agent.sonic.runtime):
   unless the routing config mode is split (prepare_sonic);
 - polls CRM every CRM|Config polling_interval for the headroom's capacity, usage, thresholds;
 - writes its attachments and appliers' summary to STATE_DB after each reconcile and resync.
+On Linux it asks the kernel to announce routes the ASIC refused (fib_notify_on_flag_change=2)
+and reports them as a data plane failure (health degraded) and one threshold_crossed event.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STARTUP_GRACE_SECONDS = 20.0
+# state.applies key of the pseudo-result that carries offload failures into the health reasons
+# (applier "dataplane": the data plane's routes did not all reach the hardware).
+OFFLOAD_KEY = "offload"
 
 
 class DataplaneApplier(Protocol):
@@ -102,6 +107,8 @@ class Agent:
         self.metrics = Metrics()
         self.dataplane: DataplaneApplier | None = None
         self._observed_counts: Callable[[], dict[str, int]] = dict
+        self._offload_counts: Callable[[], dict[int, int]] = dict
+        self._offload_failed = 0
         self._sonic_db = sonic_db
         self._sonic: SonicDataplane | None = None
         self._state_db: StateDbPublisher | None = None
@@ -125,11 +132,13 @@ class Agent:
         if cfg.backend == "linux":
             from agent.linux_dataplane import LinuxDataplane
 
+            enable_offload_notifications()
             linux = LinuxDataplane(cfg, on_tamper=self.mark_dirty)
             await linux.start()
             self.dataplane = linux
             self._dataplane_tasks.append(linux.run_events)
             self._observed_counts = linux.observed_counts
+            self._offload_counts = linux.offload_failed_counts
         else:
             from agent.sonic.applier import SonicDataplane
             from agent.sonic.db import open_sonic_db
@@ -188,6 +197,7 @@ class Agent:
         if dataplane_ok and frr_ok and new.admission is not None:
             self._programmed = new.admission.admitted  # what the hardware holds now
         self._refresh_headroom()
+        self._check_offload()
         await self._publish_state_db(new)
         if self.pods is not None:
             self.pods.sync(a.node for a in new.attachments)
@@ -298,6 +308,7 @@ class Agent:
                 self.events.emit(kind, port, peer.state if peer else "removed")
             self.state.peers = self.bgp.peers
             self._refresh_headroom()  # "used" follows the tables, not only reconciles
+            self._check_offload()
             self.metrics.update_from(self.view)
             await asyncio.sleep(self.config.status.bgp_poll_seconds)
 
@@ -305,6 +316,32 @@ class Agent:
         if self.state.plan is not None:
             self.headroom.update(self.state.plan, self._observed())
             self.state.headroom = self.headroom.rows
+
+    def _check_offload(self) -> None:
+        """Routes the ASIC refused (rt_offload_failed) make the data plane's health fail: their
+        traffic goes through the CPU, the silent overflow headroom exists to catch. One
+        threshold_crossed event when the count becomes non-zero, one when it is zero again."""
+        counts = self._offload_counts()
+        failed = sum(counts.values())
+        if failed == self._offload_failed:
+            return
+        before, self._offload_failed = self._offload_failed, failed
+        if failed:
+            message = (f"{failed} routes not offloaded to the ASIC (rt_offload_failed): "
+                       f"IPv4 {counts.get(4, 0)}, IPv6 {counts.get(6, 0)}")
+            self.state.applies[OFFLOAD_KEY] = ApplierResult(
+                applier="dataplane", ok=False, action="offload-failed", at=time.time(),
+                duration_seconds=0.0, error=message)
+            if before:
+                log.info("%s", message)
+            else:
+                log.warning("%s; their traffic goes through the CPU", message)
+                self.events.emit("threshold_crossed", "rt_offload_failed", message)
+        else:
+            self.state.applies.pop(OFFLOAD_KEY, None)
+            message = "every route is offloaded to the ASIC again (no rt_offload_failed)"
+            log.info("%s", message)
+            self.events.emit("threshold_crossed", "rt_offload_failed", message)
 
     async def _publish_state_db(self, plan: Plan | None) -> None:
         """SONiC: the attachments and the appliers' summary into STATE_DB (never raises)."""
@@ -439,6 +476,23 @@ class Agent:
                             socket_group=st.socket_group, tcp_address=st.listen,
                             tls_cert=st.tls_cert, tls_key=st.tls_key,
                             tls_client_ca=st.tls_client_ca)
+
+
+def enable_offload_notifications() -> None:
+    """Linux: ask the kernel to announce routes whose offload to the ASIC failed, and log what
+    happened per family once. Absent (kernels before 5.14) is a fact, not an error: such a
+    kernel has no offload-failed flag to announce. Refused: failures are then seen only in the
+    agent's route dumps."""
+    from agent.headroom.offload import FIB_NOTIFY_OFFLOAD_FAILED, enable_fib_notify
+
+    for outcome in enable_fib_notify(FIB_NOTIFY_OFFLOAD_FAILED):
+        name = f"net.ipv{outcome.family}.fib_notify_on_flag_change"
+        if outcome.status == "failed":
+            log.warning("%s: %s; offload failures are seen only in the agent's route dumps "
+                        "(set it to %d in sysctl.d: the unit's ProtectKernelTunables keeps "
+                        "/proc/sys read-only)", name, outcome.detail, FIB_NOTIFY_OFFLOAD_FAILED)
+        else:
+            log.info("%s: %s", name, outcome.detail)
 
 
 async def prepare_sonic(config: AgentConfig) -> tuple[AgentConfig, SonicDb, str | None]:

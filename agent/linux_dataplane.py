@@ -32,6 +32,12 @@ one dump.
 
 Start-up adopts what the kernel holds (nothing is deleted and re-added when it already matches);
 closing leaves the data plane as it is.
+
+Offload: routes the ASIC refused (RTM_F_OFFLOAD_FAILED, main table, any protocol: FRR's BGP
+routes fill the same hardware table) are counted from every route event, the agent's own route
+dumps, and one unfiltered main-table dump at start and after lost events (an overflow can hide
+the deletion of a failed route). A flag change racing a dump is corrected by the next dump of
+the agent's own routes (every resync) or the next event of the route.
 """
 
 from __future__ import annotations
@@ -71,9 +77,11 @@ from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_PERMANENT
 
 from agent.config import DataplaneConfig
 from agent.dataplane_model import DataplaneDesired, VtepDevice
+from agent.headroom.offload import RTM_F_OFFLOAD_FAILED, OffloadTracker
 from agent.netlink_tables import (
     AF_BRIDGE,
     RT_TABLE_MAIN,
+    RTMSG,
     U32,
     DeltaTracker,
     RouteKey,
@@ -126,6 +134,35 @@ _SEQ_FIRST, _SEQ_LAST = 0x10000, 0x7FFFFFFF
 _GONE_ON_DELETE = {errno.ESRCH, errno.ENOENT, errno.ENODEV, errno.EADDRNOTAVAIL}
 _EVENT_GROUPS = (RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
                  | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+
+
+# --- offload accounting ----------------------------------------------------------------------
+
+
+class _OffloadTracker(OffloadTracker):
+    """OffloadTracker with an O(1) emptiness test. Every route event passes the filter below,
+    and decoding one (pyroute2) is only worth it when it is flagged or could clear a flagged
+    route: in the common case (nothing failed) an event costs one struct unpack."""
+
+    def __bool__(self) -> bool:
+        return bool(self._failed)
+
+
+def _route_offload_messages(data: bytes, proto: int, own: _OffloadTracker | None,
+                            other: _OffloadTracker | None, *, dump: bool = False) -> None:
+    """Feed the main table's route messages of one datagram to `own` (protocol `proto`, the
+    agent's) or `other` (every other protocol; None: not wanted), each only when it matters.
+    `dump`: the trackers are fresh and every route appears once, so only flagged routes do."""
+    for m in iter_messages(data):
+        if m.type not in (RTM_NEWROUTE, RTM_DELROUTE) or m.end - m.offset < 16 + RTMSG.size:
+            continue
+        _fam, _dl, _sl, _tos, table, rt_proto, _scope, _type, flags = RTMSG.unpack_from(
+            data, m.offset + 16)
+        if table != RT_TABLE_MAIN:
+            continue
+        tracker = own if rt_proto == proto else other
+        if tracker is not None and (flags & RTM_F_OFFLOAD_FAILED or (tracker and not dump)):
+            tracker.apply([data[m.offset:m.end]])
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -400,6 +437,10 @@ class LinuxDataplane:
         self._closed = False
         self._last_error: str | None = None
         self.last_repair: DataplaneResult | None = None
+        # Offload-failed routes: the agent's own (rebuilt by every dump of them) and others'.
+        self._offload_own = _OffloadTracker(self._proto)
+        self._offload_other = _OffloadTracker()
+        self._offload_rebuild = True  # others' need one unfiltered dump: at start, after loss
 
     # --- life cycle
 
@@ -475,6 +516,12 @@ class LinuxDataplane:
             "remote_vteps": len({ip.rstrip("+") for v in self._fdb.dataplane.values()
                                  for ip in v.split(",")}),
         }
+
+    def offload_failed_counts(self) -> dict[int, int]:
+        """Routes in the main table the hardware refused (rt_offload_failed), per family
+        ({4: n, 6: m}); always zero without a switchdev ASIC."""
+        own, other = self._offload_own.counts(), self._offload_other.counts()
+        return {family: own[family] + other[family] for family in (4, 6)}
 
     async def run_events(self) -> None:
         """Watch the kernel and repair owned objects changed behind the agent's back. Runs until
@@ -832,12 +879,30 @@ class LinuxDataplane:
             self._fdb.replace_dataplane(fdb)
         if ROUTES in tables:
             routes: dict[RouteKey, RouteValue] = {}
+            own = _OffloadTracker(self._proto)
             for family in (socket.AF_INET, socket.AF_INET6):
                 parts = await _dump_or_empty(
                     chan, lambda s, f=family: encode_route_dump(s, f, self._proto))
                 routes.update(collect_routes(parts, self._proto, RT_TABLE_MAIN, vtep))
+                for data in parts:
+                    _route_offload_messages(data, self._proto, own, None, dump=True)
             self._routes.replace_dataplane(routes)
+            self._offload_own = own
+            if self._offload_rebuild:
+                await self._observe_offload(chan)
         self._stale -= tables
+
+    async def _observe_offload(self, chan: _Channel) -> None:
+        """Others' offload-failed routes from one dump of the whole main table (protocol 0: not
+        filtered). Only at start and after lost events: a full table is big, and between those
+        the kernel announces every change of the flag (fib_notify_on_flag_change=2)."""
+        other = _OffloadTracker()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for data in await _dump_or_empty(
+                    chan, lambda s, f=family: encode_route_dump(s, f, 0)):
+                _route_offload_messages(data, self._proto, None, other, dump=True)
+        self._offload_other = other
+        self._offload_rebuild = False
 
     async def _observe_link(self) -> None:
         link = await self._get_link()
@@ -899,12 +964,18 @@ class LinuxDataplane:
                     await asyncio.sleep(0.1)
                     return
                 self._stale = set(TABLES)  # a reopen after a failed one: events were lost
+                self._offload_rebuild = True
                 await self._open_events()
                 return
             data: bytes = await ev.msg_queue.get(0)
             if self._closed:
                 return
             broken = not data or any(m.type == NLMSG_ERROR for m in iter_messages(data))
+            if not broken:
+                # Every event, before the backlog decisions below: those may drop events the
+                # repair no longer needs, but each may carry an offload flag.
+                _route_offload_messages(data, self._proto, self._offload_own,
+                                        self._offload_other)
             if broken:
                 # pyroute2 reports ENOBUFS (events lost) this way and then refuses the socket:
                 # open a new one and re-dump everything.
@@ -913,6 +984,7 @@ class LinuxDataplane:
                 ev.close()
                 self._events = None
                 self._stale = set(TABLES)
+                self._offload_rebuild = True  # a lost deletion would count forever
                 await self._open_events()
                 self._backlog.clear()
             elif len(self._backlog) >= EVENT_BACKLOG_LIMIT:
