@@ -48,13 +48,20 @@ def read_cluster_file(path: str) -> Iterator[Any]:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load_or_exit(args.config)
-    print(f"{args.config}: OK (switch {cfg.switch.hostname}, AS{cfg.switch.asn}, "
+    asn = f"AS{cfg.switch.asn}" if cfg.switch.asn is not None else "ASN from CONFIG_DB"
+    print(f"{args.config}: OK (switch {cfg.switch.hostname}, {asn}, "
           f"{len(cfg.fabric.server_ports)} server ports, {len(cfg.fabric.uplinks)} uplinks)")
     return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     cfg = _load_or_exit(args.config)
+    missing = [k for k in ("asn", "router_id") if getattr(cfg.switch, k) is None]
+    if missing:  # SONiC configs may leave them to CONFIG_DB, which render does not read
+        for key in missing:
+            print(f"switch.{key}: needed to render offline (on SONiC the daemon reads it from "
+                  "CONFIG_DB); put it in the file", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         nodes = list(read_cluster_file(args.cluster))
     except (OSError, yaml.YAMLError) as exc:

@@ -179,8 +179,9 @@ class Agent:
     async def reconcile(self, since: float | None = None) -> None:
         started = time.monotonic()
         cluster = cluster_state(self.nodes.store.values())
+        # Admission uses the best capacity known (config > CRM > devlink > profile).
         new = plan(self.config, cluster, self.lldp.neighbors if self.lldp else None,
-                   programmed=self._programmed)
+                   capacity=self.headroom.capacity, programmed=self._programmed)
         before_atts = self.view.attachments()
         before_refusals = self.state.plan.refusals if self.state.plan else ()
         self.state.plan, self.state.cluster = new, cluster

@@ -111,3 +111,17 @@ def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
     f.write_text("switch: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(f)
+
+
+def test_render_refuses_a_sonic_config_without_asn(tmp_path: Path) -> None:
+    cfg = tmp_path / "sonic.yaml"
+    cfg.write_text("switch: {hostname: leaf1}\nfabric: {server_ports: [Ethernet0], "
+                   "pod_supernets: [10.244.0.0/16]}\ndataplane: {backend: sonic}\n")
+    cluster = tmp_path / "nodes.yaml"
+    cluster.write_text("items: []\n")
+    ok = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "--config", str(cfg)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "ASN from CONFIG_DB" in ok.stdout
+    res = subprocess.run([sys.executable, "-m", "agent.cli", "render", "--config", str(cfg),
+                          "--cluster", str(cluster)], capture_output=True, text=True)
+    assert res.returncode == 2 and "switch.asn:" in res.stderr and res.stdout == ""
