@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.cluster import Node, Refusal
-from agent.validate import printable
 
 SOURCES = ("static", "annotation", "lldp")  # precedence order
 
@@ -131,6 +130,3 @@ def resolve(
         attachments.append(Attachment(port, winner.node, winner.source))
     return attachments, refusals
 
-
-def describe(attachments: Iterable[Attachment]) -> str:
-    return ", ".join(f"{a.port}={printable(a.node)}({a.source})" for a in attachments)

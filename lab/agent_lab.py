@@ -284,11 +284,17 @@ class AgentLab:
         self.agent_proc.terminate()
         return self.agent_proc.wait(timeout=15)
 
+    def fabricctl_argv(self, *args: str) -> list[str]:
+        """fabricctl against this agent's status socket, as an engineer on the switch runs it."""
+        return [sys.executable, "-m", "agent.fabricctl", "--socket",
+                str(self.workdir / "agent.sock"), *args]
+
+    def fabricctl_run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.fabricctl_argv(*args), capture_output=True, text=True,
+                              timeout=30, cwd=REPO)
+
     def fabricctl(self, *args: str) -> str:
-        """fabricctl against the agent's status socket, as an engineer on the switch runs it."""
-        res = subprocess.run([sys.executable, "-m", "agent.fabricctl", "--socket",
-                              str(self.workdir / "agent.sock"), *args],
-                             capture_output=True, text=True, timeout=30, cwd=REPO)
+        res = self.fabricctl_run(*args)
         return res.stdout + res.stderr
 
     def status(self) -> dict[str, Any]:

@@ -5,14 +5,12 @@ soon as another node leaves. FRR, the kernel and fabricctl agree at every step."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from lab.agent_lab import LEAF, REPO, SERVERS, AgentLab
+from lab.agent_lab import LEAF, SERVERS, AgentLab
 from tests.integration.measurements import record
 
 
@@ -25,9 +23,8 @@ def env() -> Iterator[AgentLab]:
 
 
 def headroom_rows(env: AgentLab) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "agent.fabricctl", "--socket",
-                          str(env.workdir / "agent.sock"), "--json", "headroom"],
-                         capture_output=True, text=True, timeout=30, cwd=REPO, check=True)
+    out = env.fabricctl_run("--json", "headroom")
+    assert out.returncode == 0, out.stderr
     return {r["resource"]: r for r in json.loads(out.stdout)}
 
 

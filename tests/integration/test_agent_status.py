@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -32,9 +31,7 @@ def nodes(env: AgentLab) -> Iterator[None]:
 
 
 def ctl(env: AgentLab, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([sys.executable, "-m", "agent.fabricctl", "--socket",
-                          str(env.workdir / "agent.sock"), *args],
-                         capture_output=True, text=True, timeout=30, cwd=REPO)
+    res = env.fabricctl_run(*args)
     if check:
         assert res.returncode == 0, res.stderr
     return res
@@ -86,8 +83,8 @@ def test_locate_a_pod_created_in_the_api(env: AgentLab) -> None:
 
 def test_watch_events_delivers_a_scripted_scenario_in_order(env: AgentLab) -> None:
     follower = subprocess.Popen(
-        [sys.executable, "-m", "agent.fabricctl", "--socket", str(env.workdir / "agent.sock"),
-         "--json", "events", "--follow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env.fabricctl_argv("--json", "events", "--follow"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True, cwd=REPO)
     seen: list[tuple[str, str]] = []
 
