@@ -10,15 +10,26 @@ Steps, each a reason a peer project got wrong (../shared/reference/frr-and-peers
    the last config that was known good, never a half-applied one.
 A failure after step 4 reloads the last good file and reports the error with FRR's words.
 The same delta check, run periodically, finds drift (a restarted bgpd, a hand edit) and repairs it.
+
+frr-reload.py ends every --reload with `vtysh write` (FRR's running config saved over its startup
+file) unless the file it was given is `<confdir>/frr.conf`; under a pathspace it never is. A write
+while a daemon restarts saves a config without that daemon's part, and the next restart loads it:
+a bgpd killed during a repair came back with no `router bgp` at all. So frr-reload.py only ever
+sees a staged copy named frr.conf in a private folder given as --confdir, and never writes; the
+agent alone replaces the startup file, and only with a confirmed config.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +41,11 @@ log = logging.getLogger(__name__)
 # Lines frr-reload.py always reports but that can never converge: under a pathspace FRR shows the
 # system hostname whatever `hostname` says, and the version/defaults lines cannot be removed.
 _ALWAYS_DIFFERENT = re.compile(r"^(no )?(hostname |frr version |frr defaults )")
+# Where FRR keeps vtysh.conf (Debian, SONiC, Cumulus); with a pathspace in a folder of its name.
+FRR_SYSCONFDIR = Path("/etc/frr")
+# Drift must outlive this before it is repaired: a daemon that watchfrr restarts reloads the
+# startup file itself within a second or two, and a repair racing that reload only adds churn.
+DRIFT_SETTLE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -97,9 +113,10 @@ class FrrApplyError(Exception):
 class FrrApplier:
     """Owns FRR's configuration. Not reentrant: the caller serialises calls (ApplyLoop)."""
 
-    def __init__(self, cfg: FrrConfig) -> None:
+    def __init__(self, cfg: FrrConfig, drift_settle_seconds: float = DRIFT_SETTLE_SECONDS) -> None:
         self.cfg = cfg
         self.config_file = Path(cfg.config_file)
+        self.drift_settle_seconds = drift_settle_seconds
         self.last_applied: str | None = None
         self.last_result: ApplyResult | None = None
 
@@ -114,19 +131,21 @@ class FrrApplier:
         if res.returncode != 0:
             raise FrrApplyError(f"FRR rejects the rendered configuration: {res.output}")
 
-    async def delta(self, path: Path) -> Delta:
-        res = await self._run(
-            [self.cfg.reload_script, "--test", *self._pathspace(), str(path)]
-        )
+    def _reload_argv(self, mode: str, staged: Path) -> list[str]:
+        # --confdir is the staging folder, so the file is "<confdir>/frr.conf" and frr-reload.py
+        # does not save the running config over FRR's startup file (module docstring).
+        return [self.cfg.reload_script, mode, *(["--stdout"] if mode == "--reload" else []),
+                "--confdir", str(staged.parent), *self._pathspace(), str(staged)]
+
+    async def delta(self, staged: Path) -> Delta:
+        res = await self._run(self._reload_argv("--test", staged))
         if res.returncode != 0:
             raise FrrApplyError(f"frr-reload.py --test failed: {_tail(res.output)}")
-        return parse_delta(res.stdout + "\n" + res.stderr)
+        # The delta is printed on stdout; stderr carries frr-reload.py's and vtysh's log lines.
+        return parse_delta(res.stdout)
 
-    async def _reload(self, path: Path) -> None:
-        res = await self._run(
-            [self.cfg.reload_script, "--reload", "--stdout", *self._pathspace(),
-             str(path)]
-        )
+    async def _reload(self, staged: Path) -> None:
+        res = await self._run(self._reload_argv("--reload", staged))
         if res.returncode != 0:
             raise FrrApplyError(f"frr-reload.py --reload failed: {_tail(res.output)}")
 
@@ -134,8 +153,7 @@ class FrrApplier:
         started, t0 = time.time(), time.monotonic()
         if text == self.last_applied:
             return self._done(ApplyResult(True, "unchanged", started, 0.0))
-        candidate = self._write_candidate(text)
-        try:
+        with self._staged(text) as candidate:
             try:
                 await self.check_syntax(candidate)
             except FrrApplyError as exc:
@@ -153,50 +171,90 @@ class FrrApplier:
                 return self._done(ApplyResult(False, "failed", started, time.monotonic() - t0,
                                               error=str(exc) or "timed out"))
             _atomic_replace(candidate, self.config_file)
-            candidate = None
-            self.last_applied = text
-            action = "applied" if not before.empty else "in-sync"
-            return self._done(ApplyResult(True, action, started, time.monotonic() - t0, before))
-        finally:
-            if candidate is not None:
-                candidate.unlink(missing_ok=True)
+        self.last_applied = text
+        action = "applied" if not before.empty else "in-sync"
+        return self._done(ApplyResult(True, action, started, time.monotonic() - t0, before))
 
     async def resync(self) -> ApplyResult | None:
-        """Repair drift between the last applied config and what FRR runs; None if in sync."""
+        """Repair drift between the last applied config and what FRR runs, and put the startup
+        file back if something (`write memory` after a hand edit) replaced it; None if in sync.
+        Drift is repaired only if it outlives a short settle time: a daemon watchfrr restarts
+        reloads the startup file itself, and repairing while it does only adds churn."""
         if self.last_applied is None:
             return None
+        self._restore_startup_file(self.last_applied)
         started, t0 = time.time(), time.monotonic()
-        try:
-            drift = await self.delta(self.config_file)
-            if drift.empty:
-                return None
-            log.warning("FRR drifted from the applied config (%s); repairing", drift.summary())
-            await self._reload(self.config_file)
-            after = await self.delta(self.config_file)
-            if not after.empty:
-                raise FrrApplyError(f"FRR did not take: {after.summary()}")
-        except (FrrApplyError, TimeoutError) as exc:
-            return self._done(ApplyResult(False, "failed", started, time.monotonic() - t0,
-                                          error=str(exc) or "timed out"))
+        with self._staged(self.last_applied) as staged:
+            try:
+                drift = await self.delta(staged)
+                if drift.empty:
+                    return None
+                if self.drift_settle_seconds > 0:
+                    log.info("FRR differs from the applied config (%s); checking again in "
+                             "%.1fs before repairing", drift.summary(3), self.drift_settle_seconds)
+                    await asyncio.sleep(self.drift_settle_seconds)
+                    drift = await self.delta(staged)
+                    if drift.empty:
+                        log.info("FRR drift resolved itself (a restarted daemon reloaded %s)",
+                                 self.config_file)
+                        return None
+                log.warning("FRR drifted from the applied config (%s); repairing",
+                            drift.summary())
+                await self._reload(staged)
+                after = await self.delta(staged)
+                if not after.empty:
+                    raise FrrApplyError(f"FRR did not take: {after.summary()}")
+            except (FrrApplyError, TimeoutError) as exc:
+                return self._done(ApplyResult(False, "failed", started, time.monotonic() - t0,
+                                              error=str(exc) or "timed out"))
         return self._done(ApplyResult(True, "repaired", started, time.monotonic() - t0, drift))
 
     async def _rollback(self) -> None:
-        if self.last_applied is None or not self.config_file.exists():
+        if self.last_applied is None:
             return
         try:
-            await self._reload(self.config_file)
+            with self._staged(self.last_applied) as staged:
+                await self._reload(staged)
         except (FrrApplyError, TimeoutError) as exc:
             log.error("rollback to the last good FRR configuration failed: %s", exc)
 
-    def _write_candidate(self, text: str) -> Path:
+    def _restore_startup_file(self, text: str) -> None:
+        try:
+            if self.config_file.read_text() == text:
+                return
+            log.warning("%s differs from the applied config (saved by hand?); restoring it, "
+                        "so a restarted FRR loads what runs", self.config_file)
+        except FileNotFoundError:
+            log.warning("%s is missing; restoring the applied config", self.config_file)
+        except OSError as exc:
+            log.error("cannot read %s: %s", self.config_file, exc)
+            return
+        with self._staged(text) as staged:
+            _atomic_replace(staged, self.config_file)
+
+    @contextmanager
+    def _staged(self, text: str) -> Iterator[Path]:
+        """``text`` as ``frr.conf`` in a private folder beside the config file (same file
+        system, so it can be renamed over it), with FRR's vtysh.conf linked where vtysh looks
+        for it under --confdir. The folder is removed on exit."""
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".kfa-", suffix=".conf", dir=self.config_file.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(name, 0o640)
-        return Path(name)
+        folder = Path(tempfile.mkdtemp(prefix=".kfa-stage-", dir=self.config_file.parent))
+        try:
+            path = folder / "frr.conf"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            ps = self.cfg.pathspace
+            vtysh_conf = FRR_SYSCONFDIR / ps / "vtysh.conf" if ps else FRR_SYSCONFDIR / "vtysh.conf"
+            if vtysh_conf.exists():
+                link_dir = folder / ps if ps else folder
+                link_dir.mkdir(exist_ok=True)
+                (link_dir / "vtysh.conf").symlink_to(vtysh_conf)
+            yield path
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _done(self, result: ApplyResult) -> ApplyResult:
         if result.action != "unchanged":

@@ -317,7 +317,51 @@ class AgentLab:
         return self.lab.vtysh(LEAF, "show running-config")
 
     def wait(self, pred: Any, timeout: float, desc: str) -> None:
-        wait_until(pred, timeout, desc)
+        """Poll ``pred`` until true; on timeout the error carries what an engineer would look
+        at (sessions on both ends, routes, the agent's status and log) so a CI failure is
+        diagnosable from its output alone."""
+        try:
+            wait_until(pred, timeout, desc)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- lab state ---\n{self.diagnostics()}") from None
+
+    def diagnostics(self, log_lines: int = 40) -> str:
+        parts: list[str] = []
+        for what in (self.describe, self._server_sessions, self._frr_processes,
+                     lambda: self._log_tail(log_lines)):
+            try:
+                parts.append(what())
+            except Exception as exc:  # a half-broken lab must not hide the original failure
+                parts.append(f"(diagnostics incomplete: {type(exc).__name__}: {exc})")
+        return "\n".join(parts)
+
+    def _server_sessions(self) -> str:
+        out = []
+        for name in SERVERS:
+            peers = self.bgp_peers(name)
+            out.append(f"{name}: " + ", ".join(
+                f"{p} {v.get('state')} up/down {v.get('peerUptime', '?')}"
+                for p, v in peers.items()))
+        return "\n".join(out)
+
+    @staticmethod
+    def _frr_processes() -> str:
+        """FRR daemons and config tools alive now, with their age: a hung vtysh or
+        frr-reload.py shows here."""
+        out = ["FRR processes (pid, seconds alive, state, command):"]
+        ps = subprocess.run(["ps", "-eo", "pid=,etimes=,stat=,args="], capture_output=True,
+                            text=True, check=False).stdout
+        for line in ps.splitlines():
+            if any(k in line for k in ("vtysh", "frr-reload", "bgpd", "zebra")):
+                out.append("  " + line.strip()[:200])
+        return "\n".join(out)
+
+    def _log_tail(self, lines: int) -> str:
+        path = self.agent_log
+        if not path.exists():
+            return "(no agent log)"
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+        return f"agent log ({path}), last {len(tail)} lines:\n" + "\n".join(tail)
 
     def describe(self) -> str:
         """What an engineer would look at first: sessions, routes, the agent's own status."""
