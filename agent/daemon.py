@@ -41,7 +41,7 @@ from agent.informer import Informer
 from agent.kube_client import KubeApi
 from agent.lldp import LldpPoller
 from agent.metrics import Metrics
-from agent.plan import Plan, plan
+from agent.plan import FrrDesired, Plan, originated_only, plan
 from agent.pods import PodWatcher
 from agent.status import Status, write_status_file
 from agent.status_model import (
@@ -69,6 +69,7 @@ class DataplaneApplier(Protocol):
     async def apply(self, desired: DataplaneDesired) -> Any: ...
     async def resync(self) -> Any: ...
     async def close(self) -> None: ...
+    def held(self) -> tuple[set[str], set[str]]: ...
 
 
 class Agent:
@@ -230,13 +231,17 @@ class Agent:
                      getattr(result, "changes", 0))
         if not result.ok:
             log.error("data plane %s: %s", result.action, result.error)
-        # Objects that failed are not observed; ObjectError.object starts with the prefix/MAC.
-        errored = {e.object.split(" ")[0] for e in getattr(result, "errors", ())}
-        self.state.dataplane_observed = {
-            "routes": {p for p in new.dataplane.prefixes if p not in errored},
-            "fdb": {p.vtep_mac for p in new.dataplane.vxlan_peers} - errored,
-        }
+        routes, fdb = self.dataplane.held()
+        self.state.dataplane_observed = {"routes": routes & set(new.dataplane.prefixes),
+                                         "fdb": fdb}
         return bool(result.ok)
+
+    def frr_desired(self, new: Plan) -> FrrDesired:
+        """The plan's FRR state, originating on SONiC only the pod CIDRs whose APPL_DB routes
+        the data plane holds after this reconcile's apply (see originated_only)."""
+        if self.config.dataplane.backend != "sonic":
+            return new.frr
+        return originated_only(new.frr, self.state.dataplane_observed.get("routes", set()))
 
     async def _apply_frr(self, new: Plan) -> bool:
         if self.frr_refusal is not None:
@@ -249,7 +254,7 @@ class Agent:
             self.status.frr_last_error = self.frr_refusal
             return True  # the data plane's entries are programmed; admission may rely on them
         try:
-            text = render_frr(new.frr)
+            text = render_frr(self.frr_desired(new))
         except UnsafeValue as exc:  # a validator let something through: refuse, keep running
             log.error("not applying: %s", exc)
             self.status.frr_last_error = str(exc)

@@ -504,6 +504,13 @@ class LinuxDataplane:
         async with self._lock:
             return await self._sync(time.monotonic(), set(TABLES), "repaired", "in-sync")
 
+    def held(self) -> tuple[set[str], set[str]]:
+        """(pod CIDRs, VtepMACs) whose kernel entries are as desired now: what may be announced
+        and reported as observed. A failed or pending write is not held."""
+        routes, fdb = self._routes, self._fdb
+        return ({k.dst for k, v in routes.dataplane.items() if routes.desired.get(k) == v},
+                {m for m, v in fdb.dataplane.items() if fdb.desired.get(m) == v})
+
     def observed_counts(self) -> dict[str, int]:
         """What the agent owns in the kernel now (for the hardware headroom check)."""
         routes = self._routes.dataplane

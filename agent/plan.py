@@ -51,6 +51,22 @@ class FrrDesired:
     # kernel routes as "kernel" routes; exactly these are redistributed.
     redistribute_v4: tuple[str, ...] = ()
     redistribute_v6: tuple[str, ...] = ()
+    # On SONiC those routes live in APPL_DB and never reach zebra, so BGP originates them with
+    # `network` statements instead; only the ones the data plane holds (originated_only()).
+    originate_v4: tuple[str, ...] = ()
+    originate_v6: tuple[str, ...] = ()
+
+
+def originated_only(frr: FrrDesired, programmed: Collection[str]) -> FrrDesired:
+    """``frr`` originating only the prefixes the data plane really holds: announcing a pod CIDR
+    whose route was refused (another producer's APPL_DB key, a Redis error) would draw the
+    fabric's traffic into a hole. Linux needs no such step: zebra redistributes only the kernel
+    routes that exist."""
+    return replace(
+        frr,
+        originate_v4=tuple(p for p in frr.originate_v4 if p in programmed),
+        originate_v6=tuple(p for p in frr.originate_v6 if p in programmed),
+    )
 
 
 @dataclass(frozen=True)
@@ -239,8 +255,16 @@ def _plan(
         max_prefix_restart_minutes=fabric.max_prefix_restart_minutes,
         redistribute_v4=tuple(str(n) for n in routed_here if n.version == 4),
         redistribute_v6=tuple(str(n) for n in routed_here if n.version == 6),
+        **_originated(config, routed_here),
     )
     return Plan(frr, tuple(planned), tuple(refusals), dataplane)
+
+
+def _originated(config: AgentConfig, routed_here: list[IPNetwork]) -> dict[str, tuple[str, ...]]:
+    if config.dataplane.backend != "sonic":
+        return {}
+    return {"originate_v4": tuple(str(n) for n in routed_here if n.version == 4),
+            "originate_v6": tuple(str(n) for n in routed_here if n.version == 6)}
 
 
 def static_routes(node: Node, accepted: list[IPNetwork]) -> tuple[list[StaticRoute], list[Refusal]]:

@@ -232,6 +232,12 @@ class SonicDataplane:
         """A copy of what the agent owns, table -> key -> fields."""
         return {t: dict(keys) for t, keys in self._owned.items()}
 
+    def held(self) -> tuple[set[str], set[str]]:
+        """(pod CIDRs, VtepMACs) the agent's APPL_DB entries hold: what may be announced and
+        reported as observed. Keys another producer holds, or not written, are not held."""
+        macs = {key.split(self._sep, 1)[-1] for key in self._owned[VXLAN_FDB_TABLE]}  # Vlan:MAC
+        return set(self._owned[ROUTE_TABLE]), macs
+
     def object_counts(self) -> dict[str, int]:
         return {OBJECT_NAMES[t]: len(self._owned[t]) for t in TABLE_ORDER}
 

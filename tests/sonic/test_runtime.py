@@ -17,12 +17,14 @@ import pytest
 from agent.cluster import cluster_state
 from agent.config import ConfigError, parse_config
 from agent.daemon import Agent, prepare_sonic
+from agent.frr_render import render_frr
 from agent.headroom_monitor import HeadroomMonitor
 from agent.kube_client import KubeApi
 from agent.plan import plan
 from agent.sonic.crm import read_crm
-from agent.sonic.db import CONFIG_DB, COUNTERS_DB, SonicDb
+from agent.sonic.db import APPL_DB, CONFIG_DB, COUNTERS_DB, SonicDb
 from agent.sonic.device import read_device_defaults
+from agent.sonic.producer import ProducerStateTable
 from agent.sonic.runtime import (
     ConfigDbDefaultsError,
     StateDbPublisher,
@@ -388,3 +390,35 @@ async def test_a_reconcile_on_sonic_leaves_state_in_state_db(
     assert sorted(raw.keys("KUBE_FABRIC_AGENT|attachment|*")) == [
         "KUBE_FABRIC_AGENT|attachment|Ethernet0"]
     assert raw.hgetall("KUBE_FABRIC_AGENT|summary")["frr_last_ok"] == "true"
+
+
+async def test_on_sonic_bgp_originates_only_the_routes_appl_db_holds(
+    agent: Agent, sonic_db: SonicDb, orchagent: OrchagentStandIn
+) -> None:
+    # Routes in APPL_DB never reach zebra: the static nodes' pod CIDRs are announced with
+    # network statements, but not one whose ROUTE_TABLE key another producer holds (the
+    # fabric's traffic for it would reach this leaf and find no route of the agent's).
+    fpmsyncd = ProducerStateTable(sonic_db.client(APPL_DB), "ROUTE_TABLE", 0)
+    await fpmsyncd.set("10.244.3.0/24", {"nexthop": "172.16.0.1", "ifname": "Ethernet64",
+                                          "protocol": "bgp"})
+    await orchagent.quiesce()
+    agent.nodes.store.update({
+        "srv1": node("srv1", "Ethernet0", "static", "10.244.1.0/24", "192.168.10.1"),
+        "srv3": node("srv3", "Ethernet4", "static", "10.244.3.0/24", "192.168.10.3"),
+    })
+    await agent.reconcile()
+    assert agent.state.plan is not None
+    assert agent.state.plan.frr.originate_v4 == ("10.244.1.0/24", "10.244.3.0/24")
+    desired = agent.frr_desired(agent.state.plan)
+    assert desired.originate_v4 == ("10.244.1.0/24",)
+    text = render_frr(desired)
+    assert "  network 10.244.1.0/24\n" in text and "network 10.244.3.0/24" not in text
+    routes = {r.prefix: r.observed for r in agent.view.routes()}
+    assert routes == {"10.244.1.0/24": True, "10.244.3.0/24": False}
+
+    # The other producer lets go: the agent writes its route, and then announces it.
+    await fpmsyncd.delete("10.244.3.0/24")
+    await orchagent.quiesce()
+    await agent.reconcile()
+    assert agent.frr_desired(agent.state.plan).originate_v4 == ("10.244.1.0/24",
+                                                                 "10.244.3.0/24")
