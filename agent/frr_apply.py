@@ -179,25 +179,46 @@ class FrrApplier:
         """Repair drift between the last applied config and what FRR runs, and put the startup
         file back if something (`write memory` after a hand edit) replaced it; None if in sync.
         Drift is repaired only if it outlives a short settle time: a daemon watchfrr restarts
-        reloads the startup file itself, and repairing while it does only adds churn."""
+        reloads the startup file itself, and repairing while it does only adds churn. The
+        daemon runs the same steps with its apply lock released while settling."""
+        drift = await self.drift()
+        if drift is None:
+            return None
+        if self.drift_settle_seconds > 0:
+            self.log_settling(drift)
+            await asyncio.sleep(self.drift_settle_seconds)
+        return await self.repair()
+
+    async def drift(self) -> Delta | None:
+        """What FRR runs differs from the last applied config by this; None if in sync, if
+        nothing was applied yet, or if FRR cannot be asked (the repair will report that)."""
         if self.last_applied is None:
             return None
         self._restore_startup_file(self.last_applied)
+        with self._staged(self.last_applied) as staged:
+            try:
+                drift = await self.delta(staged)
+            except (FrrApplyError, TimeoutError) as exc:
+                log.debug("drift check failed: %s", exc)
+                return Delta((), (f"(FRR could not be compared: {exc})",))
+        return None if drift.empty else drift
+
+    def log_settling(self, drift: Delta) -> None:
+        log.info("FRR differs from the applied config (%s); checking again in %.1fs before "
+                 "repairing", drift.summary(3), self.drift_settle_seconds)
+
+    async def repair(self) -> ApplyResult | None:
+        """Check again and repair what still differs; None if FRR got back in sync alone."""
+        if self.last_applied is None:
+            return None
         started, t0 = time.time(), time.monotonic()
         with self._staged(self.last_applied) as staged:
             try:
                 drift = await self.delta(staged)
                 if drift.empty:
+                    log.info("FRR back in sync without a repair (a restarted daemon reloaded "
+                             "%s)", self.config_file)
                     return None
-                if self.drift_settle_seconds > 0:
-                    log.info("FRR differs from the applied config (%s); checking again in "
-                             "%.1fs before repairing", drift.summary(3), self.drift_settle_seconds)
-                    await asyncio.sleep(self.drift_settle_seconds)
-                    drift = await self.delta(staged)
-                    if drift.empty:
-                        log.info("FRR drift resolved itself (a restarted daemon reloaded %s)",
-                                 self.config_file)
-                        return None
                 log.warning("FRR drifted from the applied config (%s); repairing",
                             drift.summary())
                 await self._reload(staged)
