@@ -335,6 +335,7 @@ class Agent:
         traffic goes through the CPU, the silent overflow headroom exists to catch. One
         threshold_crossed event when the count becomes non-zero, one when it is zero again."""
         counts = self._offload_counts()
+        self.status.offload_failed_routes = {"ipv4": counts.get(4, 0), "ipv6": counts.get(6, 0)}
         failed = sum(counts.values())
         if failed == self._offload_failed:
             return

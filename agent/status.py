@@ -40,6 +40,9 @@ class Status:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
     lldp_error: str | None = None
+    # Routes the ASIC refused (rt_offload_failed), all protocols: forwarded by the CPU.
+    offload_failed_routes: dict[str, int] = field(
+        default_factory=lambda: {"ipv4": 0, "ipv6": 0})
 
     @property
     def serving_last_known_state(self) -> bool:

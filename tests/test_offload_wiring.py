@@ -6,6 +6,7 @@ here, so no kernel route ever carries the flag: the messages are packed by hand.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import struct
@@ -192,6 +193,9 @@ async def test_daemon_reports_offload_failures_in_health_and_one_event(
     agent._check_offload()
     agent._check_offload()
     assert "3 routes not offloaded" in agent.view.status().health_reasons[0]
+    agent.publish_status()
+    on_disk = json.loads((tmp_path / "status.json").read_text())
+    assert on_disk["offload_failed_routes"] == {"ipv4": 2, "ipv6": 1}
 
     await feed(dp, events, msg("10.244.1.0/24", event=RTM_DELROUTE),
                msg("10.244.2.0/24", RTM_F_OFFLOAD), msg("fd00:1::/64", proto=BGP,
