@@ -40,7 +40,21 @@ def test_session_changes_up_down_and_a_flap_between_polls() -> None:
 def test_kernel_route_counts_from_procfs(tmp_path: Path) -> None:
     (tmp_path / "route").write_text(
         "Iface\tDestination\tGateway\nswp1\t00F40A0A\t0\nswp2\t00F40B0A\t0\n")
-    (tmp_path / "ipv6_route").write_text(
-        "fe80 40 0 0 0 0 0 0 0 swp1\n0001 80 0 0 0 0 0 0 0 lo\nfd00 40 0 0 0 0 0 0 0 swp2\n")
-    assert kernel_route_counts(tmp_path) == {"ipv4_routes": 2, "ipv6_routes": 2}
+    # The lines of this machine's /proc/net/ipv6_route, one per kind of entry.
+    z = "0" * 32
+    lines = [
+        f"fd000000000000000000000000000000 40 {z} 00 {z} 00000100 00000001 0 00000001 swp1",
+        f"fe800000000000000000000000000000 40 {z} 00 {z} 00000100 00000002 0 00000001 swp1",
+        f"{z} 00 {z} 00 fd000000000000000000000000000001 00000400 00000003 0 00000003 swp1",
+        # not programmed: the loopback's own entries, multicast, a cached clone
+        f"00000000000000000000000000000001 80 {z} 00 {z} 00000000 00000002 0 80200001 lo",
+        f"{z} 00 {z} 00 {z} ffffffff 00000001 0 00200200 lo",
+        f"ff000000000000000000000000000000 08 {z} 00 {z} 00000100 00000003 0 00000001 swp1",
+        f"fd000000000000000000000000000009 80 {z} 00 {z} 00000000 00000001 0 01000003 swp1",
+        # programmed as traps to the CPU: the host entries of the port's addresses
+        f"fe8000000000000000fc00fffe000001 80 {z} 00 {z} 00000000 00000002 0 80200001 swp1",
+        f"fd000000000000000000000000000002 80 {z} 00 {z} 00000000 00000003 0 80200001 swp1",
+    ]
+    (tmp_path / "ipv6_route").write_text("\n".join(lines) + "\n")
+    assert kernel_route_counts(tmp_path) == {"ipv4_routes": 2, "ipv6_routes": 5}
     assert kernel_route_counts(tmp_path / "missing") == {}
