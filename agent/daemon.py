@@ -24,7 +24,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import sdnotify
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STARTUP_GRACE_SECONDS = 20.0
+DEVLINK_POLL_SECONDS = 300.0
 # state.applies key of the pseudo-result that carries offload failures into the health reasons
 # (applier "dataplane": the data plane's routes did not all reach the hardware).
 OFFLOAD_KEY = "offload"
@@ -140,6 +141,7 @@ class Agent:
             self._dataplane_tasks.append(linux.run_events)
             self._observed_counts = linux.observed_counts
             self._offload_counts = linux.offload_failed_counts
+            self._dataplane_tasks.append(self.devlink_loop)
         else:
             from agent.sonic.applier import SonicDataplane
             from agent.sonic.db import open_sonic_db
@@ -381,6 +383,7 @@ class Agent:
 
         assert self._sonic_db is not None
         snapshot: CrmSnapshot | None = None
+        before = self.headroom.capacity
         failing = False
         logged: set[str] = set()
         while True:
@@ -403,7 +406,30 @@ class Agent:
                         log.info("CRM: %s", note)
                 logged = set(notes)
                 self._refresh_headroom()
+                self._replan_if_capacity_changed(before, "CRM")
+            before = self.headroom.capacity
             await asyncio.sleep(CRM_RETRY_SECONDS if failing else crm_poll_seconds(snapshot))
+
+    async def devlink_loop(self) -> None:
+        """Linux: re-read the ASIC's table sizes from devlink now and then; they change when
+        an engineer picks another forwarding profile (`devlink resource set` + reload)."""
+        while True:
+            await asyncio.sleep(DEVLINK_POLL_SECONDS)
+            before = self.headroom.capacity
+            self.headroom.set_discovered(await discover_devlink())
+            self._refresh_headroom()
+            self._replan_if_capacity_changed(before, "devlink")
+
+    def _replan_if_capacity_changed(self, before: Mapping[Any, Any], source: str) -> None:
+        """Admission is decided in plan() against the capacity: a larger table must admit the
+        nodes waiting for room at once, a smaller one must stop admitting, without waiting for
+        the next Node change."""
+        after = self.headroom.capacity
+        changed = sorted(str(r) for r in {*before, *after} if before.get(r) != after.get(r))
+        if changed:
+            log.info("%s changed the hardware capacity of %s; planning again", source,
+                     ", ".join(changed))
+            self.mark_dirty()
 
     async def status_loop(self) -> None:
         """Keeps the status fresh and pets systemd's watchdog from the event loop itself, so a

@@ -422,3 +422,45 @@ async def test_on_sonic_bgp_originates_only_the_routes_appl_db_holds(
     await agent.reconcile()
     assert agent.frr_desired(agent.state.plan).originate_v4 == ("10.244.1.0/24",
                                                                  "10.244.3.0/24")
+
+
+async def test_a_larger_crm_capacity_admits_the_waiting_node_without_a_node_change(
+    agent: Agent, sonic_db: SonicDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tiny route table (a profile that gives routes almost no space): CRM says 3 entries
+    # in all. Each static node needs 2 (pod CIDR, InternalIP): only the older one fits.
+    counters = sonic_db.client(COUNTERS_DB)
+    await counters.hset("CRM:STATS", mapping={"crm_stats_ipv4_route_used": "0",
+                                              "crm_stats_ipv4_route_available": "3"})
+    monkeypatch.setattr("agent.sonic.runtime.crm_poll_seconds", lambda _snapshot: 0.05)
+    agent.nodes.store.update({
+        "srv1": node("srv1", "Ethernet0", "static", "10.244.1.0/24", "192.168.10.1"),
+        "srv3": node("srv3", "Ethernet4", "static", "10.244.3.0/24", "192.168.10.3"),
+    })
+    tasks = [asyncio.create_task(agent.crm_loop()), asyncio.create_task(agent.reconcile_loop())]
+
+    async def waiting() -> list[str]:
+        return [r.name for r in (agent.state.plan.refusals if agent.state.plan else ())
+                if r.kind == "headroom"]
+
+    try:
+        agent.mark_dirty()
+        for _ in range(300):
+            if await waiting():
+                break
+            await asyncio.sleep(0.02)
+        assert await waiting() == ["srv3"], "the newer node waits for room"
+        # The operator moves the ASIC to a profile with more routes: CRM reports it, and the
+        # agent plans again by itself (no Node changed).
+        await counters.hset("CRM:STATS", "crm_stats_ipv4_route_available", "26000")
+        for _ in range(300):
+            if not await waiting():
+                break
+            await asyncio.sleep(0.02)
+        assert await waiting() == []
+        assert {r.prefix for r in agent.view.routes() if r.observed} == {
+            "10.244.1.0/24", "10.244.3.0/24"}
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
