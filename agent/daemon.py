@@ -54,6 +54,7 @@ from agent.status_provider import AgentState, AgentView
 
 if TYPE_CHECKING:
     from agent.sonic.applier import SonicDataplane
+    from agent.sonic.crm import CrmSnapshot
     from agent.sonic.db import SonicDb
     from agent.sonic.runtime import StateDbPublisher
 
@@ -122,6 +123,11 @@ class Agent:
         self._known_refusals: set[str] = set()
         self._notifier = sdnotify.SystemdNotifier()
         self._ready_sent = False
+
+    @property
+    def reconcile_pending(self) -> bool:
+        """A change is waiting for the reconcile loop."""
+        return self._dirty.is_set()
 
     def mark_dirty(self) -> None:
         if self._dirty_since is None:
@@ -378,12 +384,11 @@ class Agent:
         300 s). A failed read keeps the last reading; each note is logged once."""
         from redis.exceptions import RedisError
 
-        from agent.sonic.crm import CrmSnapshot, read_crm
+        from agent.sonic.crm import read_crm
         from agent.sonic.runtime import CRM_RETRY_SECONDS, crm_poll_seconds
 
         assert self._sonic_db is not None
         snapshot: CrmSnapshot | None = None
-        before = self.headroom.capacity
         failing = False
         logged: set[str] = set()
         while True:
@@ -397,18 +402,24 @@ class Agent:
                 if failing:
                     log.info("CRM readable again")
                 failing = False
-                notes = self.headroom.set_crm(snapshot)
-                if snapshot.missing:
-                    notes.append(f"CRM does not report {', '.join(snapshot.missing)} (yet): "
-                                 "their capacity comes from the profile")
+                notes = self.take_crm(snapshot)
                 for note in notes:
                     if note not in logged:
                         log.info("CRM: %s", note)
                 logged = set(notes)
-                self._refresh_headroom()
-                self._replan_if_capacity_changed(before, "CRM")
-            before = self.headroom.capacity
             await asyncio.sleep(CRM_RETRY_SECONDS if failing else crm_poll_seconds(snapshot))
+
+    def take_crm(self, snapshot: CrmSnapshot) -> list[str]:
+        """One CRM reading into the headroom (capacity, used, thresholds); a changed capacity
+        re-plans admission. Returns the notes for the caller to log."""
+        before = self.headroom.capacity
+        notes = self.headroom.set_crm(snapshot)
+        if snapshot.missing:
+            notes.append(f"CRM does not report {', '.join(snapshot.missing)} (yet): "
+                         "their capacity comes from the profile")
+        self._refresh_headroom()
+        self._replan_if_capacity_changed(before, "CRM")
+        return notes
 
     async def devlink_loop(self) -> None:
         """Linux: re-read the ASIC's table sizes from devlink now and then; they change when

@@ -425,42 +425,37 @@ async def test_on_sonic_bgp_originates_only_the_routes_appl_db_holds(
 
 
 async def test_a_larger_crm_capacity_admits_the_waiting_node_without_a_node_change(
-    agent: Agent, sonic_db: SonicDb, monkeypatch: pytest.MonkeyPatch
+    agent: Agent, sonic_db: SonicDb
 ) -> None:
     # A tiny route table (a profile that gives routes almost no space): CRM says 3 entries
     # in all. Each static node needs 2 (pod CIDR, InternalIP): only the older one fits.
     counters = sonic_db.client(COUNTERS_DB)
     await counters.hset("CRM:STATS", mapping={"crm_stats_ipv4_route_used": "0",
                                               "crm_stats_ipv4_route_available": "3"})
-    monkeypatch.setattr("agent.sonic.runtime.crm_poll_seconds", lambda _snapshot: 0.05)
+    agent.take_crm(await read_crm(sonic_db))
     agent.nodes.store.update({
         "srv1": node("srv1", "Ethernet0", "static", "10.244.1.0/24", "192.168.10.1"),
         "srv3": node("srv3", "Ethernet4", "static", "10.244.3.0/24", "192.168.10.3"),
     })
-    tasks = [asyncio.create_task(agent.crm_loop()), asyncio.create_task(agent.reconcile_loop())]
 
-    async def waiting() -> list[str]:
-        return [r.name for r in (agent.state.plan.refusals if agent.state.plan else ())
-                if r.kind == "headroom"]
+    def waiting() -> list[str]:
+        assert agent.state.plan is not None
+        return [r.name for r in agent.state.plan.refusals if r.kind == "headroom"]
 
-    try:
-        agent.mark_dirty()
-        for _ in range(300):
-            if await waiting():
-                break
-            await asyncio.sleep(0.02)
-        assert await waiting() == ["srv3"], "the newer node waits for room"
-        # The operator moves the ASIC to a profile with more routes: CRM reports it, and the
-        # agent plans again by itself (no Node changed).
-        await counters.hset("CRM:STATS", "crm_stats_ipv4_route_available", "26000")
-        for _ in range(300):
-            if not await waiting():
-                break
-            await asyncio.sleep(0.02)
-        assert await waiting() == []
-        assert {r.prefix for r in agent.view.routes() if r.observed} == {
-            "10.244.1.0/24", "10.244.3.0/24"}
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    assert agent.reconcile_pending, "CRM's figure replaced the profile's: plan again"
+    agent._dirty.clear()  # as the reconcile loop does before each pass
+    await agent.reconcile()
+    assert waiting() == ["srv3"], "the newer node waits for room"
+    # The same reading again changes nothing: no re-plan.
+    agent.take_crm(await read_crm(sonic_db))
+    assert not agent.reconcile_pending
+
+    # The operator moves the ASIC to a profile with more routes: CRM reports it, and the
+    # agent asks for a re-plan by itself (no Node changed), which admits srv3.
+    await counters.hset("CRM:STATS", "crm_stats_ipv4_route_available", "26000")
+    agent.take_crm(await read_crm(sonic_db))
+    assert agent.reconcile_pending
+    await agent.reconcile()
+    assert waiting() == []
+    assert {r.prefix for r in agent.view.routes() if r.observed} == {
+        "10.244.1.0/24", "10.244.3.0/24"}
