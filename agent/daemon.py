@@ -293,15 +293,7 @@ class Agent:
     async def resync_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.frr.resync_seconds)
-            async with self._apply_lock:
-                drift = await self.applier.drift()
-            if drift is None:
-                continue
-            # Settle with the lock released: a Node change meanwhile is applied at once.
-            self.applier.log_settling(drift)
-            await asyncio.sleep(self.applier.drift_settle_seconds)
-            async with self._apply_lock:
-                result = await self.applier.repair()
+            result = await self.applier.resync(self._apply_lock)
             if result is not None:
                 self.status.record_apply(result)
                 self._record("frr", result.ok, result.action, result.duration, result.error,

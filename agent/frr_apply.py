@@ -22,6 +22,7 @@ agent alone replaces the startup file, and only with a confirmed config.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -175,23 +176,29 @@ class FrrApplier:
         action = "applied" if not before.empty else "in-sync"
         return self._done(ApplyResult(True, action, started, time.monotonic() - t0, before))
 
-    async def resync(self) -> ApplyResult | None:
+    async def resync(self, lock: asyncio.Lock | None = None) -> ApplyResult | None:
         """Repair drift between the last applied config and what FRR runs, and put the startup
         file back if something (`write memory` after a hand edit) replaced it; None if in sync.
         Drift is repaired only if it outlives a short settle time: a daemon watchfrr restarts
-        reloads the startup file itself, and repairing while it does only adds churn. The
-        daemon runs the same steps with its apply lock released while settling."""
-        drift = await self.drift()
+        reloads the startup file itself, and repairing while it does only adds churn. `lock`
+        (the daemon's apply lock) is held while FRR is checked or changed, not while settling,
+        so an apply is never delayed by the wait."""
+        guard: contextlib.AbstractAsyncContextManager[object] = (
+            lock if lock is not None else contextlib.nullcontext())
+        async with guard:
+            drift = await self._drift()
         if drift is None:
             return None
         if self.drift_settle_seconds > 0:
-            self.log_settling(drift)
+            log.info("FRR differs from the applied config (%s); checking again in %.1fs before "
+                     "repairing", drift.summary(3), self.drift_settle_seconds)
             await asyncio.sleep(self.drift_settle_seconds)
-        return await self.repair()
+        async with guard:
+            return await self._repair()
 
-    async def drift(self) -> Delta | None:
-        """What FRR runs differs from the last applied config by this; None if in sync, if
-        nothing was applied yet, or if FRR cannot be asked (the repair will report that)."""
+    async def _drift(self) -> Delta | None:
+        """What FRR runs differs from the last applied config by this; None if in sync or if
+        nothing was applied yet. A failed check counts as drift, so _repair reports why."""
         if self.last_applied is None:
             return None
         self._restore_startup_file(self.last_applied)
@@ -203,11 +210,7 @@ class FrrApplier:
                 return Delta((), (f"(FRR could not be compared: {exc})",))
         return None if drift.empty else drift
 
-    def log_settling(self, drift: Delta) -> None:
-        log.info("FRR differs from the applied config (%s); checking again in %.1fs before "
-                 "repairing", drift.summary(3), self.drift_settle_seconds)
-
-    async def repair(self) -> ApplyResult | None:
+    async def _repair(self) -> ApplyResult | None:
         """Check again and repair what still differs; None if FRR got back in sync alone."""
         if self.last_applied is None:
             return None

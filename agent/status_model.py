@@ -209,9 +209,14 @@ class RouteInfo:
 
     @property
     def state(self) -> str:
-        if self.desired and self.observed:
-            return "ok"
-        return "missing" if self.desired else "stale"
+        return _entry_state(self.desired, self.observed)
+
+
+def _entry_state(desired: bool, observed: bool) -> str:
+    """A route's or VTEP's state: ok (desired and there), missing, or stale (there only)."""
+    if desired and observed:
+        return "ok"
+    return "missing" if desired else "stale"
 
 
 @dataclass(frozen=True)
@@ -226,9 +231,7 @@ class VtepInfo:
 
     @property
     def state(self) -> str:
-        if self.desired and self.observed:
-            return "ok"
-        return "missing" if self.desired else "stale"
+        return _entry_state(self.desired, self.observed)
 
 
 @dataclass(frozen=True)
