@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from agent.cluster import cluster_state
+from agent.apply.frr.render import UnsafeValue, render_frr
+from agent.cluster.nodes import cluster_state
 from agent.config import AgentConfig, ConfigError, load_config
-from agent.frr_render import UnsafeValue, render_frr
-from agent.plan import plan
+from agent.plan.build import plan
 
 EXIT_CONFIG = 2
 EXIT_INPUT = 3
@@ -83,7 +83,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load_or_exit(args.config)
-    from agent.daemon import run_agent  # heavy imports only for the daemon
+    from agent.runtime.daemon import run_agent  # heavy imports only for the daemon
 
     asyncio.run(run_agent(cfg))
     return 0

@@ -39,9 +39,19 @@ from typing import Any, NoReturn, TextIO
 
 import grpc
 
-from agent.grpc_gen import status_pb2 as pb
-from agent.grpc_gen import status_pb2_grpc as pb_grpc
-from agent.grpc_server import (
+from agent.status.grpc_gen import status_pb2 as pb
+from agent.status.grpc_gen import status_pb2_grpc as pb_grpc
+from agent.status.model import (
+    EVENT_KINDS,
+    AgentStatus,
+    AttachmentInfo,
+    Event,
+    HeadroomInfo,
+    LocateResult,
+    RouteInfo,
+    VtepInfo,
+)
+from agent.status.server import (
     DEFAULT_SOCKET,
     attachment_from_proto,
     event_from_proto,
@@ -51,16 +61,6 @@ from agent.grpc_server import (
     route_from_proto,
     status_from_proto,
     vtep_from_proto,
-)
-from agent.status_model import (
-    EVENT_KINDS,
-    AgentStatus,
-    AttachmentInfo,
-    Event,
-    HeadroomInfo,
-    LocateResult,
-    RouteInfo,
-    VtepInfo,
 )
 
 EXIT_OK = 0

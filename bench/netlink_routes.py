@@ -32,9 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.apply.linux.dataplane import LinuxDataplane
 from agent.config import DataplaneConfig
-from agent.dataplane_model import DataplaneDesired, StaticRoute
-from agent.linux_dataplane import LinuxDataplane
+from agent.plan.model import DataplaneDesired, StaticRoute
 
 PROTO = 233
 VIA = "192.0.2.2"

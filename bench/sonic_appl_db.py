@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis.asyncio as aioredis
 
-from agent.sonic.producer import ProducerStateTable
-from tests.sonic.redis_server import RedisServer
+from agent.apply.sonic.producer import ProducerStateTable
+from lab.redis_server import RedisServer
 
 Entries = list[tuple[str, dict[str, str]]]
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
+from lab.kubeapi.client import KubeApiClient
 from lab.netns import Lab
 from lab.topotest import wait_until
-from tests.kubeapi.client import KubeApiClient
 
 REPO = Path(__file__).resolve().parent.parent
 CLAB_FILE = REPO / "containerlab" / "leaf-servers.clab.yml"
@@ -146,7 +146,7 @@ class AgentLab:
         argv = [
             sys.executable,
             "-m",
-            "tests.kubeapi",
+            "lab.kubeapi",
             "--port-file",
             str(port_file),
             "--state",
@@ -173,7 +173,7 @@ class AgentLab:
         port_file = self.workdir / "replica.port"
         port_file.unlink(missing_ok=True)
         state = self.workdir / "api-state.json"
-        proc = self.lab.spawn(None, [sys.executable, "-m", "tests.kubeapi", "--port-file",
+        proc = self.lab.spawn(None, [sys.executable, "-m", "lab.kubeapi", "--port-file",
                                      str(port_file), "--state", str(state)], cwd=str(REPO))
         try:
             wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 15.0,

@@ -3,7 +3,7 @@
 A plain class implementing the Protocol (not a mock): four nodes in the four situations the
 agent distinguishes (BGP annotated, BGP from LLDP and cordoned, static, VXLAN), the routes and
 VTEP that go with them (one route missing, one stale), six headroom resources, and real pods fed
-through agent.pod_index so that locate() is the production function.
+through agent.cluster.pod_index so that locate() is the production function.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from agent.cluster import Refusal
-from agent.pod_index import PodIndex, locate
-from agent.status_model import (
+from agent.cluster.nodes import Refusal
+from agent.cluster.pod_index import PodIndex, locate
+from agent.status.model import (
     AgentStatus,
     ApplierResult,
     AttachmentInfo,
@@ -137,7 +137,7 @@ PODS = {
 
 
 class FakeProvider:
-    """Implements agent.status_model.StatusProvider with fixed, realistic data."""
+    """Implements agent.status.model.StatusProvider with fixed, realistic data."""
 
     def __init__(self) -> None:
         self.index = PodIndex()

@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.bgp_observer import PeerState, parse_summary, session_changes
-from agent.headroom_monitor import kernel_route_counts
+from agent.apply.frr.observer import PeerState, parse_summary, session_changes
+from agent.status.headroom import kernel_route_counts
 
 SUMMARY = {
     "ipv4Unicast": {"peers": {

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 from agent import validate
-from agent.attachments import match_lldp_name, resolve
-from agent.cluster import Node, cluster_state, parse_node
+from agent.apply.frr.render import UnsafeValue, _token, render_frr
+from agent.cluster.attachments import match_lldp_name, resolve
+from agent.cluster.nodes import Node, cluster_state, parse_node
 from agent.config import parse_config
-from agent.frr_render import UnsafeValue, _token, render_frr
-from agent.plan import plan
+from agent.plan.build import plan
 
 CONFIG = {
     "switch": {"hostname": "leaf1", "asn": 65101, "router_id": "10.0.0.1"},

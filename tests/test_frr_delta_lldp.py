@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from agent.frr_apply import parse_delta
-from agent.lldp import parse_neighbors
+from agent.apply.frr.reload import parse_delta
+from agent.informers.lldp import parse_neighbors
 
 RELOAD_TEST_OUTPUT = """\
 2026-11-21 19:43:10,532  INFO: Called via "Namespace(...)"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.apply.frr.render import render_frr
 from agent.cli import read_cluster_file
-from agent.cluster import cluster_state
+from agent.cluster.nodes import cluster_state
 from agent.config import load_config
-from agent.frr_render import render_frr
-from agent.plan import plan
+from agent.plan.build import plan
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "config.yaml").exists())

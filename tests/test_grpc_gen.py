@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.grpc_gen import generate, status_pb2
+from agent.status.grpc_gen import generate, status_pb2
 
 
 def test_generated_code_is_current(tmp_path: Path) -> None:
@@ -18,13 +18,14 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
         fresh = (tmp_path / name).read_text()
         checked_in = (generate.OUT_DIR / name).read_text()
         assert fresh == checked_in, (
-            f"agent/grpc_gen/{name} is stale: run `python -m agent.grpc_gen.generate` and commit"
+            f"agent/status/grpc_gen/{name} is stale: run "
+            "`python -m agent.status.grpc_gen.generate` and commit"
         )
 
 
 def test_generated_code_imports_as_part_of_the_package() -> None:
     # The relative import made by generate.py: the stub module finds its messages.
-    from agent.grpc_gen import status_pb2_grpc
+    from agent.status.grpc_gen import status_pb2_grpc
 
     assert status_pb2_grpc.FabricStatusStub is not None
     service = status_pb2.DESCRIPTOR.services_by_name["FabricStatus"]

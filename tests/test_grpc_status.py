@@ -33,12 +33,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from agent import fabricctl
-from agent.grpc_gen import status_pb2 as pb
-from agent.grpc_gen import status_pb2_grpc as pb_grpc
-from agent.grpc_server import SERVICE_NAME, SocketInUse, StatusServer
-from agent.status_model import EventLog
+from agent.status.grpc_gen import status_pb2 as pb
+from agent.status.grpc_gen import status_pb2_grpc as pb_grpc
+from agent.status.model import EventLog
+from agent.status.server import SERVICE_NAME, SocketInUse, StatusServer
+from lab.kubeapi.client import wait_for
 from tests.fake_status import FakeProvider
-from tests.kubeapi.client import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).parent / "fabricctl"
@@ -401,7 +401,7 @@ async def test_the_socket_group_grants_access(sock_dir: Path) -> None:
 
 def _reflect_and_call(target: str) -> tuple[list[str], Any]:
     """What grpcurl does: discover the service by reflection, build the request from the
-    served descriptors (not from agent.grpc_gen) and call GetStatus."""
+    served descriptors (not from agent.status.grpc_gen) and call GetStatus."""
     with grpc.insecure_channel(target) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         services = list(database.get_services())
@@ -588,8 +588,8 @@ async def test_a_socket_group_the_agent_is_not_in_is_a_clear_start_error(sock_di
     os.chmod(sock_dir, 0o777)
     script = (
         "import asyncio, sys\n"
-        "from agent.grpc_server import StatusServer\n"
-        "from agent.status_model import EventLog\n"
+        "from agent.status.server import StatusServer\n"
+        "from agent.status.model import EventLog\n"
         "from tests.fake_status import FakeProvider\n"
         "async def main():\n"
         f"    s = StatusServer(FakeProvider(), EventLog(), socket_path='{sock_dir}/agent.sock',\n"

@@ -1,4 +1,4 @@
-"""Admission and the headroom report (agent/headroom/admission.py): tiny capacities so every
+"""Admission and the headroom report (agent/plan/admission.py): tiny capacities so every
 decision is visible."""
 
 from __future__ import annotations
@@ -8,16 +8,12 @@ import random
 
 import pytest
 
-from agent.cluster import Node
-from agent.headroom.admission import (
-    Candidate,
-    admit,
-    build_report,
-    candidates_for,
-)
+from agent.cluster.nodes import Node
+from agent.headroom.report import build_report
 from agent.headroom.resources import Capacity, Counts, Observed
 from agent.headroom.thresholds import ThresholdTracker
 from agent.headroom.usage import per_node_cost, total
+from agent.plan.admission import Candidate, admit, candidates_for
 
 VTEP = Counts(ipv4_routes=1, nexthops=1, neighbors=1, fdb_entries=1, remote_vteps=1)
 BGP = Counts(ipv4_routes=2, nexthops=1, neighbors=1)

@@ -1,4 +1,4 @@
-"""Route offload flags and the fib_notify sysctl (agent/headroom/offload.py), on crafted
+"""Route offload flags and the fib_notify sysctl (agent/apply/linux/offload.py), on crafted
 messages: this machine's kernel has no switchdev, so no route here ever carries the flags."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from agent.headroom.offload import (
+from agent.apply.linux.offload import (
     NLMSG_HDR,
     RTM_DELROUTE,
     RTM_F_OFFLOAD,

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import agent.headroom as headroom
-from agent.cluster import cluster_state
+from agent.cluster.nodes import cluster_state
 from agent.config import parse_config
-from agent.plan import plan
+from agent.headroom.profiles import capacity_for
+from agent.headroom.report import build_report
+from agent.headroom.resources import Capacity, Counts
+from agent.headroom.thresholds import ThresholdTracker
+from agent.headroom.usage import per_node_cost, total
+from agent.plan.admission import admit, candidates_for
+from agent.plan.build import plan
 
 CONFIG: dict[str, Any] = {
     "switch": {"hostname": "leaf1", "asn": 65101, "router_id": "10.0.0.1"},
@@ -36,8 +41,8 @@ def test_plan_to_report() -> None:
     ])
     p = plan(config, state)
     costs = p.costs  # what every node wants, the refused one included
-    assert costs["n1"] == headroom.Counts(ipv4_routes=2, nexthops=1, neighbors=1)
-    assert costs["n3"] == headroom.Counts(ipv4_routes=2, nexthops=1, neighbors=1)
+    assert costs["n1"] == Counts(ipv4_routes=2, nexthops=1, neighbors=1)
+    assert costs["n3"] == Counts(ipv4_routes=2, nexthops=1, neighbors=1)
     # plan() admitted the two oldest; the newest keeps a session that accepts nothing
     assert p.admission is not None and p.admission.admitted == ("n1", "n2")
     peers = {peer.node: peer for peer in p.frr.server_peers if peer.node}
@@ -45,11 +50,11 @@ def test_plan_to_report() -> None:
     assert any(r.kind == "headroom" and r.name == "n3" for r in p.refusals)
     assert "10.244.3.0/24" not in p.frr.advertise_v4
 
-    caps = headroom.capacity_for(config.headroom.profile, config.headroom.capacity)
-    assert caps["ipv4_routes"] == headroom.Capacity(6, "config")
+    caps = capacity_for(config.headroom.profile, config.headroom.capacity)
+    assert caps["ipv4_routes"] == Capacity(6, "config")
     assert caps["remote_vteps"].value == 750
 
-    result = headroom.admit(headroom.candidates_for(state.nodes, costs), costs, caps,
+    result = admit(candidates_for(state.nodes, costs), costs, caps,
                             config.headroom.reserve_percent)
     # usable = floor(6 * 0.95) = 5: two nodes of two routes fit, the newest waits
     assert result.admitted == ("n1", "n2")
@@ -57,14 +62,14 @@ def test_plan_to_report() -> None:
     assert "ipv4_routes: needs 2, 1 of 5 left (capacity 6 minus the 5% reserve)" in \
         str(result.refused[0].as_refusal())
 
-    desired = headroom.total(costs)
-    tracker = headroom.ThresholdTracker()
+    desired = total(costs)
+    tracker = ThresholdTracker()
     # Thresholds watch what the cluster wants (as the report's percent does): 6 of 6 routes
     # raises even though only 4 are admitted; the admitted 4 alone (67 %) would not.
     crossings = tracker.update_all(desired.as_dict(), {r: c.value for r, c in caps.items()})
     assert [(c.resource, c.kind) for c in crossings] == [("ipv4_routes", "raised")]
 
-    rows = headroom.build_report(caps, desired, headroom.per_node_cost(costs),
+    rows = build_report(caps, desired, per_node_cost(costs),
                                  config.headroom.reserve_percent, thresholds=tracker,
                                  admitted=result.planned)
     v4 = rows[0].to_json()

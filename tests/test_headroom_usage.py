@@ -6,7 +6,6 @@ from fractions import Fraction
 
 import pytest
 
-from agent.dataplane_model import DataplaneDesired, StaticRoute, VxlanPeer
 from agent.headroom.resources import Capacity, Counts
 from agent.headroom.usage import (
     CostModel,
@@ -19,7 +18,8 @@ from agent.headroom.usage import (
     per_node_cost,
     total,
 )
-from agent.plan import PlannedAttachment
+from agent.plan.build import PlannedAttachment
+from agent.plan.model import DataplaneDesired, StaticRoute, VxlanPeer
 
 
 def att(node: str, port: str, *prefixes: str, routing: str = "bgp") -> PlannedAttachment:

@@ -19,10 +19,10 @@ import pytest
 import yaml
 from lightkube.config.kubeconfig import KubeConfig
 
-from agent.informer import Informer
-from agent.kube_client import ApiError, ApiGone, KubeApi, load_kube_config, make_http_client
-from tests.kubeapi import KubeApiServer
-from tests.kubeapi.client import make_node, make_pod, wait_for
+from agent.informers.informer import Informer
+from agent.informers.kubeapi import ApiError, ApiGone, KubeApi, load_kube_config, make_http_client
+from lab.kubeapi import KubeApiServer
+from lab.kubeapi.client import make_node, make_pod, wait_for
 
 FAST = {"backoff_initial": 0.02, "backoff_max": 0.1}
 
@@ -158,7 +158,7 @@ async def test_outage_keeps_the_store_then_410_relists_and_drops_deleted(
 async def test_5xx_backs_off_and_resumes_without_relist(
     server: KubeApiServer, api: KubeApi, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agent.informer")
+    caplog.set_level(logging.INFO, logger="agent.informers.informer")
     async with running(api) as (informer, _):
         await wait_for(lambda: informer.connected)
         server.fail_next(4, 500)
@@ -168,7 +168,7 @@ async def test_5xx_backs_off_and_resumes_without_relist(
         assert server.stats["injected-failure"] == 4
         assert server.stats["list nodes"] == 1  # resumed from its rv, events replayed
         assert informer.connected
-    messages = [r.getMessage() for r in caplog.records if r.name == "agent.informer"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "agent.informers.informer"]
     # One line per state change, not one per retry.
     assert sum("unavailable" in m for m in messages) == 1
     assert sum("connected to the API server" in m for m in messages) == 2

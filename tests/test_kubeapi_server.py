@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.kubeapi import ApiStatusError, KubeApiServer
-from tests.kubeapi.client import KubeApiClient, make_node, make_pod, wait_for
-from tests.kubeapi.selectors import SelectorError, parse_label_selector
+from lab.kubeapi import ApiStatusError, KubeApiServer
+from lab.kubeapi.client import KubeApiClient, make_node, make_pod, wait_for
+from lab.kubeapi.selectors import SelectorError, parse_label_selector
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -401,7 +401,7 @@ def _start_cli(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], in
     port_file = tmp_path / "port"
     port_file.unlink(missing_ok=True)
     log_file = tmp_path / "server.log"
-    command = [sys.executable, "-m", "tests.kubeapi", "--listen", "127.0.0.1:0"]
+    command = [sys.executable, "-m", "lab.kubeapi", "--listen", "127.0.0.1:0"]
     with log_file.open("ab") as log:
         # A file, not a pipe: a pipe nobody reads would block a chatty server.
         proc = subprocess.Popen(

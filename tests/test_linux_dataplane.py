@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
+from agent.apply.linux.dataplane import LinuxDataplane
 from agent.config import DataplaneConfig
-from agent.dataplane_model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer
-from agent.linux_dataplane import LinuxDataplane
+from agent.plan.model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer
 
 PROTO = 233
 CFG = DataplaneConfig()

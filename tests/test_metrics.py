@@ -8,8 +8,8 @@ import urllib.request
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.metrics import PREFIX, Metrics
-from agent.status_model import AttachmentInfo
+from agent.status.metrics import PREFIX, Metrics
+from agent.status.model import AttachmentInfo
 from tests.fake_status import FakeProvider
 
 

@@ -16,10 +16,9 @@ from typing import Any, cast
 
 import pytest
 
-from agent.config import DataplaneConfig, parse_config
-from agent.daemon import Agent, enable_offload_notifications
-from agent.headroom import offload
-from agent.headroom.offload import (
+from agent.apply.linux import offload
+from agent.apply.linux.dataplane import ROUTES, LinuxDataplane
+from agent.apply.linux.offload import (
     NLMSG_HDR,
     RTM_DELROUTE,
     RTM_F_OFFLOAD,
@@ -27,8 +26,9 @@ from agent.headroom.offload import (
     RTM_NEWROUTE,
     RTMSG,
 )
-from agent.kube_client import KubeApi
-from agent.linux_dataplane import ROUTES, LinuxDataplane
+from agent.config import DataplaneConfig, parse_config
+from agent.informers.kubeapi import KubeApi
+from agent.runtime.daemon import Agent, enable_offload_notifications
 
 AGENT, BGP = 233, 186
 FAILED = RTM_F_OFFLOAD_FAILED
@@ -228,7 +228,7 @@ def test_fib_notify_outcomes_are_logged_once_each(
     real = offload.enable_fib_notify
     monkeypatch.setattr(offload, "enable_fib_notify",
                         lambda value: real(value, proc_sys=tmp_path))
-    with caplog.at_level(logging.INFO, logger="agent.daemon"):
+    with caplog.at_level(logging.INFO, logger="agent.runtime.daemon"):
         enable_offload_notifications()
     lines = [r for r in caplog.records if "fib_notify_on_flag_change" in r.getMessage()]
     assert [r.getMessage().split(":")[0] for r in lines] == [
@@ -248,7 +248,7 @@ def test_fib_notify_failure_is_a_warning_with_the_way_out(
                                            "cannot set to 2: permission denied") for f in (4, 6))
 
     monkeypatch.setattr(offload, "enable_fib_notify", refused)
-    with caplog.at_level(logging.INFO, logger="agent.daemon"):
+    with caplog.at_level(logging.INFO, logger="agent.runtime.daemon"):
         enable_offload_notifications()
     assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.WARNING]
     assert "sysctl.d" in caplog.records[0].getMessage()

@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.informer import Informer
-from agent.kube_client import KubeApi, load_kube_config, make_http_client
-from agent.pod_index import (
+from agent.cluster.pod_index import (
     PODS_PATH,
     PodIndex,
     locate,
@@ -22,10 +20,12 @@ from agent.pod_index import (
     slim_pod,
     watched_nodes_diff,
 )
-from agent.status_model import AttachmentInfo, InvalidQuery, NotFound, RouteInfo
+from agent.informers.informer import Informer
+from agent.informers.kubeapi import KubeApi, load_kube_config, make_http_client
+from agent.status.model import AttachmentInfo, InvalidQuery, NotFound, RouteInfo
+from lab.kubeapi import KubeApiServer
+from lab.kubeapi.client import make_pod, wait_for
 from tests.fake_status import ATTACHMENTS, ROUTES, FakeProvider, pod
-from tests.kubeapi import KubeApiServer
-from tests.kubeapi.client import make_pod, wait_for
 from tests.test_informer import write_kubeconfig
 
 # ---- parse_pod: hostile input ----

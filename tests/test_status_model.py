@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agent.cluster import Refusal
-from agent.status_model import (
+from agent.cluster.nodes import Refusal
+from agent.status.model import (
     ApplierResult,
     AttachmentInfo,
     Event,
@@ -160,7 +160,9 @@ def test_the_fake_provider_implements_the_protocol() -> None:
 
 def test_headroom_from_the_headroom_report() -> None:
     # The headroom module's report converts field for field: the daemon needs no mapping.
-    from agent.headroom import RESOURCES, Capacity, Counts, build_report, per_node_cost
+    from agent.headroom.report import build_report
+    from agent.headroom.resources import RESOURCES, Capacity, Counts
+    from agent.headroom.usage import per_node_cost
 
     capacity = {r: Capacity(1000, "config") for r in RESOURCES}
     node = Counts(**dict.fromkeys(RESOURCES, 2))

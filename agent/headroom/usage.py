@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 from agent.headroom.resources import RESOURCES, Capacity, Counts, Resource, capacity_value, usable
 
 if TYPE_CHECKING:  # plan() imports this module: typing-only imports avoid the cycle
-    from agent.dataplane_model import DataplaneDesired
-    from agent.plan import PlannedAttachment
+    from agent.plan.build import PlannedAttachment
+    from agent.plan.model import DataplaneDesired
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.apply.frr.reload import FrrApplier
 from agent.config import FrrConfig
-from agent.frr_apply import FrrApplier
 from lab.agent_lab import CLAB_FILE, LEAF
 from lab.frr import pid_alive, read_pid
 from lab.netns import Lab
@@ -112,7 +112,7 @@ async def test_drift_that_frr_repairs_itself_is_left_alone(
     assert (await applier.apply(APPLIED)).ok
     applier.drift_settle_seconds = 8.0
     kill_bgpd(lab)
-    caplog.set_level(logging.INFO, logger="agent.frr_apply")
+    caplog.set_level(logging.INFO, logger="agent.apply.frr.reload")
     task = asyncio.create_task(applier.resync())
     try:
         for _ in range(200):  # until the applier has seen the drift and is settling

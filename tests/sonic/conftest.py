@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.sonic.db import SonicDb, load_database_config
-from agent.sonic.schema import TABLE_ORDER
-from tests.sonic.orchagent import OrchagentStandIn
-from tests.sonic.redis_server import RedisServer
+from agent.apply.sonic.db import SonicDb, load_database_config
+from agent.apply.sonic.schema import TABLE_ORDER
+from lab.orchagent import OrchagentStandIn
+from lab.redis_server import RedisServer
 
 
 @pytest.fixture

@@ -11,14 +11,14 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from agent.dataplane_model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer
-from agent.sonic.applier import SonicApplyResult, SonicDataplane
-from agent.sonic.db import APPL_DB, CONFIG_DB, STATE_DB, SonicDb
-from agent.sonic.device import SwssZmqEnabled
-from agent.sonic.producer import ProducerStateTable
-from agent.sonic.schema import TABLE_ORDER, OverlayMapping
-from tests.sonic.orchagent import OrchagentStandIn, Pop
-from tests.sonic.redis_server import RedisServer
+from agent.apply.sonic.applier import SonicApplyResult, SonicDataplane
+from agent.apply.sonic.db import APPL_DB, CONFIG_DB, STATE_DB, SonicDb
+from agent.apply.sonic.device import SwssZmqEnabled
+from agent.apply.sonic.producer import ProducerStateTable
+from agent.apply.sonic.schema import TABLE_ORDER, OverlayMapping
+from agent.plan.model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer
+from lab.orchagent import OrchagentStandIn, Pop
+from lab.redis_server import RedisServer
 
 PORTS = {"192.168.10.1": "Ethernet0", "192.168.10.2": "Ethernet4", "192.168.10.3": "Ethernet8"}
 

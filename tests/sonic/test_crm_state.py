@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.sonic.applier import SonicApplyResult
-from agent.sonic.crm import (
+from agent.apply.sonic.applier import SonicApplyResult
+from agent.apply.sonic.crm import (
     AGENT_RESOURCES,
     WITHOUT_CRM_RESOURCE,
     crm_percentage,
     parse_crm,
     read_crm,
 )
-from agent.sonic.db import CONFIG_DB, COUNTERS_DB, SonicDb
-from agent.sonic.state import AgentStateWriter, ApplierSummary
-from tests.sonic.redis_server import RedisServer
+from agent.apply.sonic.db import CONFIG_DB, COUNTERS_DB, SonicDb
+from agent.apply.sonic.state import AgentStateWriter, ApplierSummary
+from lab.redis_server import RedisServer
 
 
 def test_percentage_is_orchagents_integer_division() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sonic.db import (
+from agent.apply.sonic.db import (
     APPL_DB,
     CONFIG_DB,
     STATE_DB,
@@ -16,9 +16,9 @@ from agent.sonic.db import (
     SonicDbConfigError,
     load_database_config,
 )
-from agent.sonic.device import read_device_defaults
-from agent.sonic.table import KeyEvent, KeyspaceWatcher, Table, decode_fields, encode_fields
-from tests.sonic.redis_server import RedisServer
+from agent.apply.sonic.device import read_device_defaults
+from agent.apply.sonic.table import KeyEvent, KeyspaceWatcher, Table, decode_fields, encode_fields
+from lab.redis_server import RedisServer
 
 
 def test_defaults_when_the_file_is_absent(tmp_path: Path) -> None:

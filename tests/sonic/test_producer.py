@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from agent.sonic.db import APPL_DB, SonicDb
-from agent.sonic.producer import ProducerStateTable, needs_replace
-from tests.sonic.orchagent import OrchagentStandIn, Pop
+from agent.apply.sonic.db import APPL_DB, SonicDb
+from agent.apply.sonic.producer import ProducerStateTable, needs_replace
+from lab.orchagent import OrchagentStandIn, Pop
 
 
 def route_table(db: SonicDb, batch_size: int = 1000) -> ProducerStateTable:

@@ -14,18 +14,12 @@ from typing import Any, cast
 
 import pytest
 
-from agent.cluster import cluster_state
-from agent.config import ConfigError, parse_config
-from agent.daemon import Agent, prepare_sonic
-from agent.frr_render import render_frr
-from agent.headroom_monitor import HeadroomMonitor
-from agent.kube_client import KubeApi
-from agent.plan import plan
-from agent.sonic.crm import read_crm
-from agent.sonic.db import APPL_DB, CONFIG_DB, COUNTERS_DB, SonicDb
-from agent.sonic.device import read_device_defaults
-from agent.sonic.producer import ProducerStateTable
-from agent.sonic.runtime import (
+from agent.apply.frr.render import render_frr
+from agent.apply.sonic.crm import read_crm
+from agent.apply.sonic.db import APPL_DB, CONFIG_DB, COUNTERS_DB, SonicDb
+from agent.apply.sonic.device import read_device_defaults
+from agent.apply.sonic.producer import ProducerStateTable
+from agent.apply.sonic.runtime import (
     ConfigDbDefaultsError,
     StateDbPublisher,
     applier_summary,
@@ -33,9 +27,15 @@ from agent.sonic.runtime import (
     fill_from_config_db,
     frr_refusal,
 )
-from agent.status_model import ApplierResult, EventLog
-from tests.sonic.orchagent import OrchagentStandIn
-from tests.sonic.redis_server import RedisServer
+from agent.cluster.nodes import cluster_state
+from agent.config import ConfigError, parse_config
+from agent.informers.kubeapi import KubeApi
+from agent.plan.build import plan
+from agent.runtime.daemon import Agent, prepare_sonic
+from agent.status.headroom import HeadroomMonitor
+from agent.status.model import ApplierResult, EventLog
+from lab.orchagent import OrchagentStandIn
+from lab.redis_server import RedisServer
 
 FABRIC = {"server_ports": ["Ethernet0", "Ethernet4"], "pod_supernets": ["10.244.0.0/16"]}
 

@@ -1,0 +1,1 @@
+"""The Linux kernel data plane through rtnetlink (pyroute2)."""

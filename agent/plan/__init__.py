@@ -1,0 +1,1 @@
+"""plan(): cluster state + config -> desired state, with every refusal and its reason. Pure."""

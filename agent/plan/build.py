@@ -1,0 +1,326 @@
+"""plan(): cluster state + config -> desired state, with every refusal and its reason.
+
+Pure: no I/O, no clock, no randomness. Appliers diff its output against what they observe; tests
+call it without root. When two nodes claim the same address space the older Node (by
+creationTimestamp, then name) keeps it, so a newcomer can never take over routes that were
+already programmed for someone else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+
+from agent.cluster.attachments import Attachment, resolve
+from agent.cluster.nodes import ClusterState, IPNetwork, Node, Refusal
+from agent.config import AgentConfig
+from agent.headroom.profiles import capacity_for
+from agent.headroom.resources import Capacity, Counts
+from agent.headroom.usage import node_costs
+from agent.plan.admission import AdmissionResult, admit, candidates_for
+from agent.plan.model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer
+
+
+@dataclass(frozen=True)
+class ServerPeer:
+    """One server port's BGP session. node None: nothing known is cabled there, so the session
+    exists (a node can come up before its Node object) but accepts and announces nothing."""
+
+    port: str
+    node: str | None
+    accept_v4: tuple[str, ...] = ()
+    accept_v6: tuple[str, ...] = ()
+    draining: bool = False
+
+
+@dataclass(frozen=True)
+class FrrDesired:
+    hostname: str
+    asn: int
+    router_id: str
+    server_peers: tuple[ServerPeer, ...]
+    uplinks: tuple[str, ...]
+    advertise_v4: tuple[str, ...]  # prefixes the spines may receive from this leaf
+    advertise_v6: tuple[str, ...]
+    aggregate_v4: tuple[str, ...]
+    aggregate_v6: tuple[str, ...]
+    max_prefixes: int
+    max_prefix_restart_minutes: int
+    # Pod CIDRs the agent routes itself (static and overlay nodes): zebra sees the agent's
+    # kernel routes as "kernel" routes; exactly these are redistributed.
+    redistribute_v4: tuple[str, ...] = ()
+    redistribute_v6: tuple[str, ...] = ()
+    # On SONiC those routes live in APPL_DB and never reach zebra, so BGP originates them with
+    # `network` statements instead; only the ones the data plane holds (originated_only()).
+    originate_v4: tuple[str, ...] = ()
+    originate_v6: tuple[str, ...] = ()
+
+
+def originated_only(frr: FrrDesired, programmed: Collection[str]) -> FrrDesired:
+    """``frr`` originating only the prefixes the data plane really holds: announcing a pod CIDR
+    whose route was refused (another producer's APPL_DB key, a Redis error) would draw the
+    fabric's traffic into a hole. Linux needs no such step: zebra redistributes only the kernel
+    routes that exist."""
+    return replace(
+        frr,
+        originate_v4=tuple(p for p in frr.originate_v4 if p in programmed),
+        originate_v6=tuple(p for p in frr.originate_v6 if p in programmed),
+    )
+
+
+@dataclass(frozen=True)
+class PlannedAttachment:
+    port: str
+    node: str
+    source: str
+    routing: str
+    prefixes: tuple[str, ...]  # accepted from this node
+    draining: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    frr: FrrDesired
+    attachments: tuple[PlannedAttachment, ...]
+    refusals: tuple[Refusal, ...]
+    dataplane: DataplaneDesired
+    admission: AdmissionResult | None = None
+    # What every served node wants, refused ones included: the headroom report's "desired".
+    costs: Mapping[str, Counts] = field(default_factory=dict)
+
+
+def _host_prefix(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> IPNetwork:
+    return ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}")
+
+
+def admitted_prefixes(
+    nodes: tuple[Node, ...], supernets: list[IPNetwork], include_node_ips: bool
+) -> tuple[dict[str, list[IPNetwork]], list[Refusal]]:
+    """Per node, the prefixes it may announce: its pod CIDRs inside the supernets, not
+    overlapping an older node's, plus its InternalIP host routes unless another node's space
+    already covers them."""
+    refusals: list[Refusal] = []
+    taken: list[tuple[IPNetwork, str]] = []
+    result: dict[str, list[IPNetwork]] = {}
+
+    def owner_of(net: IPNetwork) -> str | None:
+        for other, owner in taken:
+            if other.version == net.version and other.overlaps(net):
+                return owner
+        return None
+
+    for node in sorted(nodes, key=lambda n: (n.created, n.name)):
+        accepted: list[IPNetwork] = []
+        for net in node.pod_cidrs:
+            if not any(net.version == s.version and net.subnet_of(s) for s in supernets):
+                refusals.append(Refusal("prefix", f"{node.name} {net}",
+                                        "outside fabric.pod_supernets"))
+                continue
+            owner = owner_of(net)
+            if owner is not None:
+                refusals.append(Refusal("prefix", f"{node.name} {net}",
+                                        f"overlaps a pod CIDR of older node {owner}"))
+                continue
+            accepted.append(net)
+        taken.extend((net, node.name) for net in accepted)
+        result[node.name] = accepted
+
+    if include_node_ips:
+        for node in sorted(nodes, key=lambda n: (n.created, n.name)):
+            for addr in node.internal_ips:
+                host = _host_prefix(addr)
+                owner = owner_of(host)
+                if owner is not None and owner != node.name:
+                    refusals.append(Refusal("prefix", f"{node.name} {host}",
+                                            f"InternalIP lies in address space of node {owner}"))
+                    continue
+                if owner is None:
+                    taken.append((host, node.name))
+                    result[node.name].append(host)
+    return result, refusals
+
+
+def plan(
+    config: AgentConfig,
+    cluster: ClusterState,
+    lldp_neighbors: Mapping[str, str] | None = None,
+    *,
+    capacity: Mapping[str, Capacity] | None = None,
+    programmed: Collection[str] = (),
+    baseline: Mapping[str, int] | None = None,
+) -> Plan:
+    """The desired state. With headroom admission on (the default), nodes whose entries would
+    not fit the ASIC's capacity minus the reserve are refused, newest first, keeping what is
+    `programmed` (the previous plan's admitted nodes): their sessions stay up but accept
+    nothing, and no kernel or SONiC entry is asked for them. `capacity` defaults to the
+    configured profile and overrides; `baseline` is what others already use per resource."""
+    full = _plan(config, cluster, lldp_neighbors, frozenset())
+    if capacity is None:
+        capacity = capacity_for(config.headroom.profile, config.headroom.capacity)
+    costs = node_costs(full.attachments, full.dataplane)
+    served = [n for n in cluster.nodes if n.name in costs]
+    result = admit(candidates_for(served, costs), costs, capacity,
+                   config.headroom.reserve_percent, programmed, baseline)
+    if not config.headroom.admission or not result.refused:
+        return replace(full, admission=result, costs=costs)
+    limited = _plan(config, cluster, lldp_neighbors, frozenset(result.refused_nodes))
+    refusals = limited.refusals + tuple(r.as_refusal() for r in result.refused)
+    return replace(limited, refusals=refusals, admission=result, costs=costs)
+
+
+def _plan(
+    config: AgentConfig,
+    cluster: ClusterState,
+    lldp_neighbors: Mapping[str, str] | None,
+    refused: frozenset[str],
+) -> Plan:
+    fabric = config.fabric
+    refusals: list[Refusal] = list(cluster.refusals)
+    nodes = cluster.by_name()
+
+    attachments, why = resolve(
+        switch_hostname=config.switch.hostname,
+        server_ports=fabric.server_ports,
+        static=fabric.attachments,
+        nodes=cluster.nodes,
+        lldp_neighbors=(lldp_neighbors or {}) if fabric.lldp else {},
+    )
+    refusals.extend(why)
+
+    supernets = [ipaddress.ip_network(s) for s in fabric.pod_supernets]
+    prefixes, why = admitted_prefixes(cluster.nodes, supernets, fabric.advertise_node_ips)
+    refusals.extend(why)
+    for name in refused:  # no room in the ASIC: the node's space stays reserved, unused
+        prefixes[name] = []
+
+    by_port: dict[str, Attachment] = {a.port: a for a in attachments}
+    peers: list[ServerPeer] = []
+    planned: list[PlannedAttachment] = []
+    advertised: list[IPNetwork] = []
+    static: list[StaticRoute] = []
+    for port in fabric.server_ports:
+        att = by_port.get(port)
+        node = nodes.get(att.node) if att else None
+        if att is not None and node is None:
+            refusals.append(Refusal("attachment", att.node, f"{att.source} puts it on {port} "
+                                    "but no such Node exists; the port accepts nothing"))
+        if att is None or node is None:
+            peers.append(ServerPeer(port, None))
+            continue
+        routing = node.routing or fabric.default_routing
+        accepted = prefixes.get(node.name, [])
+        planned.append(PlannedAttachment(port, node.name, att.source, routing,
+                                         tuple(str(p) for p in accepted), node.unschedulable))
+        if routing == "static":
+            routes, why = static_routes(node, accepted)
+            static.extend(routes)
+            refusals.extend(why)
+        if routing != "bgp":
+            continue  # the port gets no BGP session: the node does not speak BGP
+        advertised.extend(accepted)
+        peers.append(ServerPeer(
+            port=port,
+            node=node.name,
+            accept_v4=tuple(str(p) for p in accepted if p.version == 4),
+            accept_v6=tuple(str(p) for p in accepted if p.version == 6),
+            draining=node.unschedulable,
+        ))
+
+    overlay = tuple(n for n in cluster.nodes if n.name not in refused)
+    vtep, peers_vx, why = vxlan_peers(config, overlay, prefixes)
+    refusals.extend(why)
+    dataplane = DataplaneDesired(
+        route_protocol=config.dataplane.route_protocol,
+        static_routes=tuple(static),
+        vtep=vtep,
+        vxlan_peers=peers_vx,
+    )
+    routed_here = [ipaddress.ip_network(p) for p in dataplane.prefixes]
+    advertised.extend(routed_here)
+
+    aggregates = supernets if fabric.aggregate_to_supernets else []
+    upstream = aggregates or sorted(advertised, key=lambda n: (n.version, n))
+    frr = FrrDesired(
+        hostname=config.switch.hostname,
+        asn=config.switch.asn,
+        router_id=config.switch.router_id,
+        server_peers=tuple(peers),
+        uplinks=tuple(fabric.uplinks),
+        advertise_v4=tuple(str(n) for n in upstream if n.version == 4),
+        advertise_v6=tuple(str(n) for n in upstream if n.version == 6),
+        aggregate_v4=tuple(str(n) for n in aggregates if n.version == 4),
+        aggregate_v6=tuple(str(n) for n in aggregates if n.version == 6),
+        max_prefixes=fabric.max_prefixes_per_node,
+        max_prefix_restart_minutes=fabric.max_prefix_restart_minutes,
+        redistribute_v4=tuple(str(n) for n in routed_here if n.version == 4),
+        redistribute_v6=tuple(str(n) for n in routed_here if n.version == 6),
+        **_originated(config, routed_here),
+    )
+    return Plan(frr, tuple(planned), tuple(refusals), dataplane)
+
+
+def _originated(config: AgentConfig, routed_here: list[IPNetwork]) -> dict[str, tuple[str, ...]]:
+    if config.dataplane.backend != "sonic":
+        return {}
+    return {"originate_v4": tuple(str(n) for n in routed_here if n.version == 4),
+            "originate_v6": tuple(str(n) for n in routed_here if n.version == 6)}
+
+
+def static_routes(node: Node, accepted: list[IPNetwork]) -> tuple[list[StaticRoute], list[Refusal]]:
+    """A static node's admitted pod CIDRs, each via its InternalIP of the same family."""
+    routes, refusals = [], []
+    for net in accepted:
+        if net.prefixlen == net.max_prefixlen and any(net.network_address == ip
+                                                      for ip in node.internal_ips):
+            continue  # its own host route: the node is directly connected
+        via = next((ip for ip in node.internal_ips if ip.version == net.version), None)
+        if via is None:
+            refusals.append(Refusal("prefix", f"{node.name} {net}", f"static routing needs an "
+                                    f"IPv{net.version} InternalIP as next hop"))
+            continue
+        routes.append(StaticRoute(node.name, str(net), str(via)))
+    return routes, refusals
+
+
+def vxlan_peers(
+    config: AgentConfig, nodes: tuple[Node, ...], prefixes: dict[str, list[IPNetwork]]
+) -> tuple[VtepDevice | None, tuple[VxlanPeer, ...], list[Refusal]]:
+    """Every served node in vxlan mode becomes a flannel peer of the switch's VTEP. Overlay nodes
+    are reached over the underlay, so, unlike static nodes, they need not sit behind a port."""
+    vx = config.dataplane.vxlan
+    refusals: list[Refusal] = []
+    peers: list[VxlanPeer] = []
+    macs: dict[str, str] = {}
+    for node in sorted(nodes, key=lambda n: (n.created, n.name)):
+        if (node.routing or config.fabric.default_routing) != "vxlan":
+            continue
+        problem = None
+        pod = next((p for p in prefixes.get(node.name, []) if p.version == 4
+                    and p in node.pod_cidrs), None)
+        if config.switch.vtep_ip is None:
+            problem = "switch.vtep_ip is not configured"
+        elif node.flannel is None:
+            problem = "vxlan routing needs flannel's backend-data and public-ip annotations"
+        elif node.flannel.vni != vx.vni:
+            problem = f"flannel VNI {node.flannel.vni} differs from dataplane.vxlan.vni {vx.vni}"
+        elif node.flannel.public_ip.version != 4:
+            problem = "flannel public-ip must be IPv4 (the VTEP's underlay is IPv4)"
+        elif pod is None:
+            problem = "no admitted IPv4 pod CIDR"
+        elif node.flannel.vtep_mac in macs:
+            owner = macs[node.flannel.vtep_mac]
+            problem = f"VtepMAC {node.flannel.vtep_mac} is already used by {owner}"
+        if problem is not None:
+            refusals.append(Refusal("node", node.name, problem))
+            continue
+        assert node.flannel is not None and pod is not None
+        macs[node.flannel.vtep_mac] = node.name
+        peers.append(VxlanPeer(node.name, str(pod), str(pod.network_address),
+                               node.flannel.vtep_mac, str(node.flannel.public_ip)))
+    if not peers:
+        return None, (), refusals
+    assert config.switch.vtep_ip is not None
+    vtep = VtepDevice(vx.device, vx.vni, vx.port, config.switch.vtep_ip, vx.mtu, vx.mac,
+                      vx.address)
+    return vtep, tuple(sorted(peers, key=lambda p: p.node)), refusals

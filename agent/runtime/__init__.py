@@ -1,0 +1,1 @@
+"""The daemon: wiring of informers, plan, appliers and status; the reconcile loop; systemd."""

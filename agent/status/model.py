@@ -1,0 +1,542 @@
+"""What the status service serves, as plain data, and the interface the daemon implements.
+
+Pure: no gRPC, no I/O. The daemon implements `StatusProvider` from what it already holds (the
+informers' stores, the last plan, the appliers' last results, the pod index); agent/status/server.py
+turns these dataclasses into protobuf messages and fabricctl turns them back, so both ends share
+one vocabulary and the JSON that fabricctl prints is these fields by name.
+
+`EventLog` is the one piece with behaviour: a bounded history (count and age) plus fan-out to
+live subscribers, each of which first receives the history. Publishing never blocks and never
+awaits: the daemon calls it from its event loop in the middle of a reconcile, and a slow client
+must not be able to stall routing. A subscriber that falls too far behind is cut off with
+`SubscriberTooSlow` (it can resume with `after_seq`) instead of buffering without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from agent.cluster.nodes import Refusal
+
+__all__ = [
+    "ATTACHMENT_SOURCES",
+    "BGP_STATES",
+    "EVENT_KINDS",
+    "HEADROOM_RESOURCES",
+    "LOCATE_MATCHES",
+    "ROUTING_MODES",
+    "UNKNOWN",
+    "AgentStatus",
+    "ApplierResult",
+    "AttachmentInfo",
+    "Event",
+    "EventLog",
+    "HeadroomInfo",
+    "InvalidQuery",
+    "KubernetesConnection",
+    "LocateResult",
+    "NotFound",
+    "PodInfo",
+    "Refusal",
+    "RouteInfo",
+    "StatusProvider",
+    "SubscriberTooSlow",
+    "Subscription",
+    "VtepInfo",
+    "apply_event",
+    "assess_health",
+    "attachment_events",
+    "refusal_events",
+]
+
+# The vocabularies, as the contract and the proto's enums spell them (lower case here).
+HEALTH_STATES = ("starting", "ok", "degraded")
+ATTACHMENT_SOURCES = ("static", "annotation", "lldp")
+ROUTING_MODES = ("bgp", "static", "vxlan")
+# "unknown": not observed yet; "not_configured": no session on this port (static / vxlan node).
+BGP_STATES = (
+    "unknown",
+    "not_configured",
+    "idle",
+    "connect",
+    "active",
+    "open_sent",
+    "open_confirm",
+    "established",
+)
+HEADROOM_RESOURCES = (
+    "ipv4_routes",
+    "ipv6_routes",
+    "nexthops",
+    "neighbors",
+    "fdb_entries",
+    "remote_vteps",
+)
+LOCATE_MATCHES = ("pod_ip", "pod", "node", "node_ip", "pod_prefix")
+EVENT_KINDS = (
+    "node_attached",
+    "node_detached",
+    "pod_added",
+    "pod_removed",
+    "session_up",
+    "session_down",
+    "apply_result",
+    "threshold_crossed",
+    "refusal",
+)
+
+
+# A value this version cannot name: what a client shows for an enum value added by a newer
+# agent (or left unspecified). Accepted everywhere so decoding never fails on it.
+UNKNOWN = "unknown"
+
+
+def _one_of(value: str, allowed: Sequence[str], what: str) -> None:
+    # Checked at construction so that a typo in the daemon fails in its tests, not as an
+    # "unspecified" enum on the wire that nobody notices.
+    if value not in allowed and value != UNKNOWN:
+        raise ValueError(f"{what} {value!r} is not one of {', '.join(allowed)}")
+
+
+# ---- GetStatus ----
+
+
+@dataclass(frozen=True)
+class KubernetesConnection:
+    connected: bool
+    synced: bool  # the first complete Node list has arrived
+    last_error: str | None = None
+    seconds_since_contact: float | None = None  # None: never
+    resource_version: str = ""
+    nodes: int = 0
+
+    @property
+    def serving_last_known_state(self) -> bool:
+        return self.synced and not self.connected
+
+
+@dataclass(frozen=True)
+class ApplierResult:
+    """The last result of one applier ("frr", "dataplane", ...) that did something."""
+
+    applier: str
+    ok: bool
+    action: str  # "reloaded", "unchanged", "rejected", "rolled-back", ...
+    at: float  # unix time the apply started
+    duration_seconds: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    health: str  # HEALTH_STATES; see assess_health()
+    version: str
+    started_at: float  # unix time
+    kubernetes: KubernetesConnection
+    health_reasons: tuple[str, ...] = ()
+    switch_hostname: str = ""
+    last_applies: tuple[ApplierResult, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+    last_reconcile_latency_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        _one_of(self.health, HEALTH_STATES, "health")
+
+
+def assess_health(
+    kubernetes: KubernetesConnection, applies: Sequence[ApplierResult]
+) -> tuple[str, tuple[str, ...]]:
+    """The agent's health and why, from what it knows. Refusals do not degrade health: they are
+    the agent doing its job on bad input, and they are listed on their own."""
+    if not kubernetes.synced:
+        waiting = "waiting for the first complete Node list"
+        if kubernetes.last_error:
+            waiting += f" ({kubernetes.last_error})"
+        return "starting", (waiting,)
+    reasons: list[str] = []
+    if not kubernetes.connected:
+        reasons.append("Kubernetes API unreachable, serving last known state")
+    for result in applies:
+        if not result.ok:
+            reasons.append(f"last {result.applier} apply failed: {result.error or result.action}")
+    return ("degraded" if reasons else "ok"), tuple(reasons)
+
+
+# ---- ListAttachments / ListRoutes / ListVteps / GetHeadroom ----
+
+
+@dataclass(frozen=True)
+class AttachmentInfo:
+    port: str
+    node: str
+    source: str  # ATTACHMENT_SOURCES
+    routing: str  # ROUTING_MODES
+    bgp_state: str = "unknown"  # BGP_STATES
+    prefixes: tuple[str, ...] = ()  # what this leaf accepts from the node (plan)
+    prefixes_accepted: int | None = None  # observed: BGP-accepted count; None = unknown
+    draining: bool = False  # cordoned
+    node_ips: tuple[str, ...] = ()
+    vtep: str | None = None  # VXLAN nodes: their VTEP's address
+    pods: int | None = None  # pods indexed on the node; None = pods not watched
+
+    def __post_init__(self) -> None:
+        _one_of(self.source, ATTACHMENT_SOURCES, "attachment source")
+        _one_of(self.routing, ROUTING_MODES, "routing mode")
+        _one_of(self.bgp_state, BGP_STATES, "BGP state")
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    """One prefix as desired (plan) and/or observed (kernel, FRR): both true is in sync,
+    desired only is missing, observed only is stale."""
+
+    prefix: str
+    owner: str  # the node; "" when no node owns it
+    routing: str  # ROUTING_MODES
+    next_hop: str = ""
+    device: str = ""
+    desired: bool = True
+    observed: bool = False
+
+    def __post_init__(self) -> None:
+        _one_of(self.routing, ROUTING_MODES, "routing mode")
+
+    @property
+    def state(self) -> str:
+        return _entry_state(self.desired, self.observed)
+
+
+def _entry_state(desired: bool, observed: bool) -> str:
+    """A route's or VTEP's state: ok (desired and there), missing, or stale (there only)."""
+    if desired and observed:
+        return "ok"
+    return "missing" if desired else "stale"
+
+
+@dataclass(frozen=True)
+class VtepInfo:
+    owner: str
+    vtep_ip: str
+    mac: str = ""
+    pod_cidr: str = ""
+    vni: int = 0
+    desired: bool = True
+    observed: bool = False
+
+    @property
+    def state(self) -> str:
+        return _entry_state(self.desired, self.observed)
+
+
+@dataclass(frozen=True)
+class HeadroomInfo:
+    """One resource's headroom. The field names are those of agent.headroom's HeadroomReport
+    (whose to_json() gives exactly these keys), so `HeadroomInfo.from_report(r)` is a copy."""
+
+    resource: str  # HEADROOM_RESOURCES (others are allowed for new tables)
+    used: int | None  # observed in hardware; None: nothing observes it
+    desired: int  # what every planned node needs, admitted or not
+    capacity: int | None  # None: unknown, not limited
+    source: str  # where the capacity figure comes from
+    nodes_left: int | None = None  # more nodes like the most expensive one; None: no limit
+    percent: float | None = None  # max(used, desired) as % of capacity
+    threshold: str = "unknown"  # ok | raised | unknown
+    reserve: int = 0  # entries kept free
+    admitted: int = 0  # entries the admitted nodes take
+    nodes_left_average: int | None = None
+    used_source: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("used", "desired", "capacity", "nodes_left", "reserve", "admitted",
+                     "nodes_left_average"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"headroom {self.resource}: {name} is negative")
+
+    @classmethod
+    def from_report(cls, report: Any) -> HeadroomInfo:
+        """From an agent.headroom HeadroomReport (or anything with its to_json())."""
+        data = report.to_json()
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+# ---- Locate ----
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """A validated Pod, as much as the status service needs (cluster.pod_index builds it)."""
+
+    namespace: str
+    name: str
+    node: str
+    ips: tuple[str, ...] = ()  # canonical; empty for pods without an IP yet
+    phase: str = "Unknown"
+    host_network: bool = False  # its IPs are the node's: never indexed as pod IPs
+    created: str = ""  # creationTimestamp, RFC 3339; orders IP conflicts (newest wins)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class LocateResult:
+    query: str
+    matched: str  # LOCATE_MATCHES
+    node: str
+    port: str
+    routing: str  # ROUTING_MODES
+    route_prefix: str = ""  # the route carrying the queried address; "" for a node name
+    next_hop: str = ""
+    vtep: str | None = None
+    pod: PodInfo | None = None
+    node_ips: tuple[str, ...] = ()
+    node_prefixes: tuple[str, ...] = ()
+    bgp_state: str = "unknown"
+
+    def __post_init__(self) -> None:
+        _one_of(self.matched, LOCATE_MATCHES, "locate match")
+        _one_of(self.routing, ROUTING_MODES, "routing mode")
+        _one_of(self.bgp_state, BGP_STATES, "BGP state")
+
+
+class InvalidQuery(ValueError):
+    """A Locate query that is not a pod IP, namespace/pod, node name or node IP (or ambiguous)."""
+
+
+class NotFound(LookupError):
+    """Nothing behind this leaf matches a Locate query."""
+
+
+# ---- the provider ----
+
+
+@runtime_checkable
+class StatusProvider(Protocol):
+    """What the daemon implements for the status service.
+
+    Every method is called on the daemon's event loop and must return at once from state the
+    daemon already holds (no I/O, no await): a status request must never wait on FRR or on the
+    API server, which are what an operator is trying to diagnose.
+    """
+
+    def status(self) -> AgentStatus: ...
+
+    def attachments(self) -> Sequence[AttachmentInfo]: ...
+
+    def routes(self) -> Sequence[RouteInfo]: ...
+
+    def vteps(self) -> Sequence[VtepInfo]: ...
+
+    def headroom(self) -> Sequence[HeadroomInfo]: ...
+
+    def locate(self, query: str) -> LocateResult:
+        """Raise InvalidQuery for a malformed query, NotFound when nothing matches
+        (agent.cluster.pod_index.locate does both)."""
+        ...
+
+
+# ---- events ----
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # EVENT_KINDS
+    time: float  # unix time
+    subject: str  # node, port, namespace/pod, resource, applier
+    message: str
+    seq: int = 0  # assigned by EventLog.publish: 1, 2, 3, ... per agent process
+
+    def __post_init__(self) -> None:
+        _one_of(self.kind, EVENT_KINDS, "event kind")
+
+
+def attachment_events(
+    before: Sequence[AttachmentInfo], after: Sequence[AttachmentInfo], now: float
+) -> list[Event]:
+    """The events between two attachment snapshots (the daemon keeps the last one): nodes
+    attached / detached (a recabled node is both), BGP sessions reaching or leaving
+    Established. Pure, so the daemon's wiring is one call per reconcile."""
+    old = {(a.port, a.node): a for a in before}
+    new = {(a.port, a.node): a for a in after}
+    events: list[Event] = []
+    for key in sorted(old.keys() - new.keys()):
+        a = old[key]
+        events.append(Event("node_detached", now, a.node, f"from {a.port}"))
+    for key in sorted(new.keys() - old.keys()):
+        a = new[key]
+        events.append(Event("node_attached", now, a.node,
+                            f"on {a.port} ({a.source}, routing {a.routing})"))
+    for key in sorted(new.keys()):
+        a, was = new[key], old.get(key)
+        was_up = was is not None and was.bgp_state == "established"
+        if a.bgp_state == "established" and not was_up:
+            events.append(Event("session_up", now, a.port, f"{a.node} Established"))
+        elif was_up and a.bgp_state != "established":
+            events.append(Event("session_down", now, a.port, f"{a.node} {a.bgp_state}"))
+    for key in sorted(old.keys() - new.keys()):
+        if old[key].bgp_state == "established":
+            events.append(Event("session_down", now, old[key].port, f"{old[key].node} detached"))
+    return events
+
+
+def refusal_events(
+    before: Sequence[Refusal], after: Sequence[Refusal], now: float
+) -> list[Event]:
+    """One `refusal` event per refusal that appeared (cleared ones are only logged)."""
+    seen = set(before)
+    return [Event("refusal", now, r.name, f"{r.kind}: {r.reason}") for r in after
+            if r not in seen]
+
+
+def apply_event(result: ApplierResult) -> Event:
+    text = f"{result.action} in {result.duration_seconds:.3f} s"
+    if not result.ok:
+        text += f": {result.error or 'failed'}"
+    return Event("apply_result", result.at + result.duration_seconds, result.applier, text)
+
+
+class SubscriberTooSlow(Exception):
+    """A subscriber's buffer overflowed; it missed events after `last_seq`."""
+
+    def __init__(self, last_seq: int, limit: int) -> None:
+        super().__init__(
+            f"client too slow: more than {limit} events pending; resume with after_seq={last_seq}"
+        )
+        self.last_seq = last_seq
+
+
+class Subscription(AsyncIterator[Event]):
+    """One subscriber: the history snapshot, then live events, until close() or overflow.
+
+    The snapshot and the registration for live events happen in one step without an await (see
+    EventLog.subscribe), so nothing published in between can be lost or delivered twice.
+    """
+
+    def __init__(self, log: EventLog, replay: list[Event], limit: int, resume_from: int) -> None:
+        self._log = log
+        self._pending: collections.deque[Event] = collections.deque(replay)
+        self._limit = limit + len(replay)  # the replay itself never counts as falling behind
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._overflow = False
+        self._last_seq = resume_from  # what a client resumes from if it falls behind
+        self.delivered = 0
+
+    def _offer(self, event: Event) -> None:
+        if self._closed or self._overflow:
+            return
+        if len(self._pending) >= self._limit:
+            self._overflow = True
+            self._log._unsubscribe(self)
+        else:
+            self._pending.append(event)
+        self._wake.set()
+
+    def close(self) -> None:
+        """End the iteration after what is already queued; idempotent."""
+        self._closed = True
+        self._log._unsubscribe(self)
+        self._wake.set()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._pending:
+                event = self._pending.popleft()
+                self._last_seq = event.seq
+                self.delivered += 1
+                return event
+            if self._overflow:
+                self._closed = True
+                raise SubscriberTooSlow(self._last_seq, self._limit)
+            if self._closed:
+                raise StopAsyncIteration
+            self._wake.clear()
+            await self._wake.wait()
+
+
+class EventLog:
+    """Bounded event history (the last `max_events`, none older than `max_age_seconds`) with
+    fan-out to subscribers. Use from one event loop only (the daemon's)."""
+
+    def __init__(
+        self,
+        *,
+        max_events: int = 1000,
+        max_age_seconds: float = 3600.0,
+        subscriber_buffer: int = 1000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_events < 1 or subscriber_buffer < 1 or max_age_seconds <= 0:
+            raise ValueError("max_events, subscriber_buffer and max_age_seconds must be positive")
+        self.max_events = max_events
+        self.max_age_seconds = max_age_seconds
+        self.subscriber_buffer = subscriber_buffer  # live events a subscriber may have pending
+        self.clock = clock
+        self._history: collections.deque[Event] = collections.deque(maxlen=max_events)
+        self._subscribers: set[Subscription] = set()
+        self._seq = 0
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, event: Event) -> Event:
+        """Store the event with the next sequence number and hand it to every subscriber.
+        Never blocks; returns the event as stored."""
+        self._seq += 1
+        stored = dataclasses.replace(event, seq=self._seq)
+        self._history.append(stored)
+        self._expire()
+        for sub in list(self._subscribers):
+            sub._offer(stored)
+        return stored
+
+    def emit(self, kind: str, subject: str, message: str) -> Event:
+        """publish() with the time taken from the log's clock."""
+        return self.publish(Event(kind=kind, time=self.clock(), subject=subject, message=message))
+
+    def history(self, *, after_seq: int = 0) -> list[Event]:
+        """The retained events (oldest first) with seq > after_seq. An after_seq beyond the
+        last event comes from a client of a previous agent process (numbering restarts at 1
+        with the process): it gets the whole history rather than silence."""
+        self._expire()
+        if after_seq > self._seq:
+            after_seq = 0
+        return [e for e in self._history if e.seq > after_seq]
+
+    def subscribe(self, *, history: bool = True, after_seq: int = 0) -> Subscription:
+        """An async iterator: the history (unless history=False), then every event published
+        from now on, in order. close() it when done (async for ... break does not)."""
+        replay = self.history(after_seq=after_seq) if history else []
+        resume_from = (after_seq if after_seq <= self._seq else 0) if history else self._seq
+        sub = Subscription(self, replay, self.subscriber_buffer, resume_from)
+        self._subscribers.add(sub)  # no await since the snapshot: no gap, no duplicate
+        return sub
+
+    def close(self) -> None:
+        """End every subscription (they first drain what is queued)."""
+        for sub in list(self._subscribers):
+            sub.close()
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    def _expire(self) -> None:
+        cutoff = self.clock() - self.max_age_seconds
+        while self._history and self._history[0].time < cutoff:
+            self._history.popleft()

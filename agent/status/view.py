@@ -1,0 +1,143 @@
+"""The daemon's StatusProvider: turns what the agent already holds into the status service's
+data. Every method answers from memory (the plan, FRR's last polled session states, the pod
+index, the appliers' last results): a status request never waits on FRR or the API server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from agent.apply.frr.observer import PeerState
+from agent.cluster.nodes import ClusterState
+from agent.cluster.pod_index import PodIndex, locate
+from agent.informers.informer import Informer
+from agent.plan.build import Plan
+from agent.status.model import (
+    AgentStatus,
+    ApplierResult,
+    AttachmentInfo,
+    HeadroomInfo,
+    KubernetesConnection,
+    LocateResult,
+    RouteInfo,
+    VtepInfo,
+    assess_health,
+)
+
+
+def agent_version() -> str:
+    try:
+        return version("kube-fabric-agent")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass
+class AgentState:
+    """What the daemon knows, in one place; the daemon updates it, the provider reads it."""
+
+    started_at: float
+    hostname: str
+    nodes: Informer
+    plan: Plan | None = None
+    cluster: ClusterState | None = None
+    peers: dict[str, PeerState] = field(default_factory=dict)
+    pods: PodIndex = field(default_factory=PodIndex)
+    pods_watched: bool = False
+    applies: dict[str, ApplierResult] = field(default_factory=dict)
+    dataplane_observed: dict[str, Any] = field(default_factory=dict)
+    headroom: list[HeadroomInfo] = field(default_factory=list)
+    last_reconcile_latency: float | None = None
+
+
+class AgentView:
+    def __init__(self, state: AgentState) -> None:
+        self.s = state
+
+    def kubernetes(self) -> KubernetesConnection:
+        nodes = self.s.nodes
+        snap = nodes.snapshot()
+        return KubernetesConnection(
+            connected=nodes.connected, synced=nodes.synced, last_error=nodes.last_error,
+            seconds_since_contact=snap.get("seconds_since_contact"),
+            resource_version=nodes.resource_version, nodes=len(nodes.store))
+
+    def status(self) -> AgentStatus:
+        k = self.kubernetes()
+        applies = tuple(self.s.applies[name] for name in sorted(self.s.applies))
+        health, reasons = assess_health(k, applies)
+        return AgentStatus(
+            health=health, version=agent_version(), started_at=self.s.started_at,
+            kubernetes=k, health_reasons=reasons, switch_hostname=self.s.hostname,
+            last_applies=applies,
+            refusals=self.s.plan.refusals if self.s.plan else (),
+            last_reconcile_latency_seconds=self.s.last_reconcile_latency)
+
+    def attachments(self) -> Sequence[AttachmentInfo]:
+        plan = self.s.plan
+        if plan is None:
+            return []
+        by_node = self.s.cluster.by_name() if self.s.cluster else {}
+        vteps = {p.node: p.public_ip for p in plan.dataplane.vxlan_peers}
+        out = []
+        for att in plan.attachments:
+            peer = self.s.peers.get(att.port)
+            if att.routing != "bgp":
+                bgp_state, accepted = "not_configured", None
+            elif peer is None:
+                bgp_state, accepted = "unknown", None
+            else:
+                bgp_state, accepted = peer.state, peer.accepted
+            node = by_node.get(att.node)
+            out.append(AttachmentInfo(
+                port=att.port, node=att.node, source=att.source, routing=att.routing,
+                bgp_state=bgp_state, prefixes=att.prefixes, prefixes_accepted=accepted,
+                draining=att.draining,
+                node_ips=tuple(str(ip) for ip in node.internal_ips) if node else (),
+                vtep=vteps.get(att.node),
+                pods=self.s.pods.count(att.node) if self.s.pods_watched else None))
+        return out
+
+    def routes(self) -> Sequence[RouteInfo]:
+        plan = self.s.plan
+        if plan is None:
+            return []
+        observed = set(self.s.dataplane_observed.get("routes", ()))
+        out: list[RouteInfo] = []
+        for peer in plan.frr.server_peers:
+            if peer.node is None:
+                continue
+            state = self.s.peers.get(peer.port)
+            learned = state is not None and state.state == "established" and state.accepted > 0
+            for prefix in (*peer.accept_v4, *peer.accept_v6):
+                out.append(RouteInfo(prefix=prefix, owner=peer.node, routing="bgp",
+                                     device=peer.port, desired=True, observed=learned))
+        for r in plan.dataplane.static_routes:
+            out.append(RouteInfo(prefix=r.prefix, owner=r.node, routing="static", next_hop=r.via,
+                                 desired=True, observed=r.prefix in observed))
+        for p in plan.dataplane.vxlan_peers:
+            device = plan.dataplane.vtep.name if plan.dataplane.vtep else ""
+            out.append(RouteInfo(prefix=p.pod_cidr, owner=p.node, routing="vxlan",
+                                 next_hop=p.gateway, device=device, desired=True,
+                                 observed=p.pod_cidr in observed))
+        return out
+
+    def vteps(self) -> Sequence[VtepInfo]:
+        plan = self.s.plan
+        if plan is None or plan.dataplane.vtep is None:
+            return []
+        vni = plan.dataplane.vtep.vni
+        observed = set(self.s.dataplane_observed.get("fdb", ()))
+        return [VtepInfo(owner=p.node, vtep_ip=p.public_ip, mac=p.vtep_mac, pod_cidr=p.pod_cidr,
+                         vni=vni, desired=True, observed=p.vtep_mac in observed)
+                for p in plan.dataplane.vxlan_peers]
+
+    def headroom(self) -> Sequence[HeadroomInfo]:
+        return list(self.s.headroom)
+
+    def locate(self, query: str) -> LocateResult:
+        return locate(query, self.s.pods, self.attachments(), self.routes())
+

@@ -1,0 +1,217 @@
+"""Small helpers for tests: realistic object builders, a sync client, and `wait_for`.
+
+The sync client is for a server running in another process (the lab, restart tests); tests
+that run the server in their own event loop call the KubeApiServer methods directly, because a
+blocking HTTP call from the loop would deadlock against a server on that same loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Self
+
+import httpx
+
+from lab.kubeapi.store import ApiStatusError
+
+
+def make_node(
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    pod_cidrs: list[str] | None = None,
+    internal_ip: str | None = None,
+    unschedulable: bool = False,
+    ready: bool = True,
+) -> dict:
+    """A Node shaped like what a kubelet registers (the fields the agent reads)."""
+    node: dict[str, Any] = {
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                **(labels or {}),
+            },
+            "annotations": dict(annotations or {}),
+        },
+        "spec": {},
+        "status": {
+            "addresses": [{"type": "Hostname", "address": name}],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "False",
+                    "reason": "KubeletReady" if ready else "KubeletNotReady",
+                }
+            ],
+        },
+    }
+    if pod_cidrs:
+        node["spec"]["podCIDR"] = pod_cidrs[0]
+        node["spec"]["podCIDRs"] = list(pod_cidrs)
+    if unschedulable:
+        node["spec"]["unschedulable"] = True
+    if internal_ip:
+        node["status"]["addresses"].insert(0, {"type": "InternalIP", "address": internal_ip})
+    return node
+
+
+def make_pod(
+    name: str,
+    namespace: str = "default",
+    *,
+    node_name: str | None = None,
+    labels: dict[str, str] | None = None,
+    pod_ip: str | None = None,
+    phase: str = "Running",
+    host_network: bool = False,
+) -> dict:
+    pod: dict[str, Any] = {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
+        "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}]},
+        "status": {"phase": phase},
+    }
+    if node_name:
+        pod["spec"]["nodeName"] = node_name
+    if host_network:
+        pod["spec"]["hostNetwork"] = True
+    if pod_ip:
+        pod["status"]["podIP"] = pod_ip
+        pod["status"]["podIPs"] = [{"ip": pod_ip}]
+    return pod
+
+
+class KubeApiClient:
+    """Synchronous client for the test server over TCP or a unix socket."""
+
+    def __init__(
+        self,
+        base_url: str = "http://localhost",
+        *,
+        uds: str | None = None,
+        token: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        transport = httpx.HTTPTransport(uds=uds) if uds else None
+        self._http = httpx.Client(
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> Any:
+        content = None if body is None else json.dumps(body).encode()
+        response = self._http.request(
+            method, path, content=content, headers={"Content-Type": content_type}
+        )
+        data = response.json() if response.content else None
+        if response.status_code >= 400:
+            status = data if isinstance(data, dict) else {}
+            raise ApiStatusError(
+                response.status_code,
+                status.get("reason", ""),
+                status.get("message", response.text),
+                status.get("details"),
+            )
+        return data
+
+    def create_node(
+        self,
+        name: str,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+        pod_cidrs: list[str] | None = None,
+        internal_ip: str | None = None,
+        unschedulable: bool = False,
+    ) -> dict:
+        node = make_node(
+            name,
+            labels=labels,
+            annotations=annotations,
+            pod_cidrs=pod_cidrs,
+            internal_ip=internal_ip,
+            unschedulable=unschedulable,
+        )
+        return self.request("POST", "/api/v1/nodes", node)
+
+    def get_node(self, name: str) -> dict:
+        return self.request("GET", f"/api/v1/nodes/{name}")
+
+    def patch_node(self, name: str, merge_patch: dict) -> dict:
+        return self.request(
+            "PATCH", f"/api/v1/nodes/{name}", merge_patch, "application/merge-patch+json"
+        )
+
+    def delete_node(self, name: str) -> dict:
+        return self.request("DELETE", f"/api/v1/nodes/{name}")
+
+    def list_nodes(self, **params: str) -> dict:
+        return self._http.get("/api/v1/nodes", params=params).json()
+
+    def create_pod(
+        self,
+        name: str,
+        namespace: str = "default",
+        *,
+        node_name: str | None = None,
+        labels: dict[str, str] | None = None,
+        pod_ip: str | None = None,
+        phase: str = "Running",
+    ) -> dict:
+        pod = make_pod(
+            name, namespace, node_name=node_name, labels=labels, pod_ip=pod_ip, phase=phase
+        )
+        return self.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+
+    def delete_pod(self, name: str, namespace: str = "default") -> dict:
+        return self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
+
+    def admin(self, op: str, body: Any = None) -> Any:
+        """POST /_test/<op>: admin("compact"), admin("inject/nodes", obj), admin("hang", {...})."""
+        return self.request("POST", f"/_test/{op}", {} if body is None else body)
+
+    def state(self) -> dict:
+        return self.request("GET", "/_test/state")
+
+
+async def wait_for(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 5.0,  # noqa: ASYNC109 - a polling deadline, not an operation timeout
+    interval: float = 0.02,
+) -> None:
+    """Poll until predicate() is true; fail with AssertionError at the deadline.
+
+    Tests wait for *states*, never for fixed delays, so they are as fast as the system allows
+    and fail loudly instead of flaking when it is slow.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"condition not met within {timeout} s: {getattr(predicate, '__name__', predicate)}"
+            )
+        await asyncio.sleep(interval)
