@@ -42,7 +42,6 @@ import grpc
 from agent.status.grpc_gen import status_pb2 as pb
 from agent.status.grpc_gen import status_pb2_grpc as pb_grpc
 from agent.status.model import (
-    EVENT_KINDS,
     AgentStatus,
     AttachmentInfo,
     Event,
@@ -62,6 +61,7 @@ from agent.status.server import (
     status_from_proto,
     vtep_from_proto,
 )
+from agent.vocabulary import EVENT_KINDS
 
 EXIT_OK = 0
 EXIT_ERROR = 1

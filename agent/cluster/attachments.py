@@ -13,15 +13,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.cluster.nodes import Node, Refusal
-
-SOURCES = ("static", "annotation", "lldp")  # precedence order
+from agent.vocabulary import ATTACHMENT_SOURCES
 
 
 @dataclass(frozen=True)
 class Attachment:
     port: str
     node: str
-    source: str  # one of SOURCES
+    source: str  # one of ATTACHMENT_SOURCES
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class _Claim:
 
     @property
     def source(self) -> str:
-        return SOURCES[self.rank]
+        return ATTACHMENT_SOURCES[self.rank]
 
 
 def match_lldp_name(system_name: str, node_names: Iterable[str]) -> str | None:
@@ -92,7 +91,8 @@ def resolve(
         top = {c.port: c for c in node_claims if c.rank == best}
         if len(top) > 1:
             refusals.append(
-                Refusal("attachment", node_name, f"{SOURCES[best]} puts it on several ports "
+                Refusal("attachment", node_name,
+                        f"{ATTACHMENT_SOURCES[best]} puts it on several ports "
                         f"({', '.join(sorted(top))}); refusing all of them")
             )
             continue
@@ -116,7 +116,8 @@ def resolve(
         if len(top) > 1:
             for node_name in top:
                 refusals.append(
-                    Refusal("attachment", node_name, f"{SOURCES[best]} puts {', '.join(top)} "
+                    Refusal("attachment", node_name,
+                            f"{ATTACHMENT_SOURCES[best]} puts {', '.join(top)} "
                             f"on the same port {port}; refusing the port for all of them")
                 )
             continue

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import validate
-
-ANNOTATION_PREFIX = "kube-fabric-agent.io/"
-SWITCH_PORT_ANNOTATION = ANNOTATION_PREFIX + "switch-port"
-ROUTING_ANNOTATION = ANNOTATION_PREFIX + "routing"
-FLANNEL_PREFIX = "flannel.alpha.coreos.com/"
-ROUTING_MODES = ("bgp", "static", "vxlan")
+from agent.vocabulary import (
+    FLANNEL_PREFIX,
+    ROUTING_ANNOTATION,
+    ROUTING_MODES,
+    SWITCH_PORT_ANNOTATION,
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -13,13 +13,11 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from fractions import Fraction
-from typing import Literal, cast, get_args
+from typing import cast
 
-Resource = Literal[
-    "ipv4_routes", "ipv6_routes", "nexthops", "neighbors", "fdb_entries", "remote_vteps"
-]
-# Report order: routes first (what runs out first in a routed fabric), overlay tables last.
-RESOURCES: tuple[Resource, ...] = get_args(Resource)
+from agent.vocabulary import RESOURCES, Resource
+
+__all__ = ["RESOURCES", "Capacity", "Counts", "Observed", "Resource", "check_resource", "usable"]
 
 
 def check_resource(name: str) -> Resource:

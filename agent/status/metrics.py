@@ -28,7 +28,8 @@ from prometheus_client import (
     start_http_server,
 )
 
-from agent.status.model import BGP_STATES, AttachmentInfo, HeadroomInfo, StatusProvider
+from agent.status.model import AttachmentInfo, HeadroomInfo, StatusProvider
+from agent.vocabulary import BGP_STATES
 
 log = logging.getLogger(__name__)
 

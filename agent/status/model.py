@@ -23,15 +23,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from agent.cluster.nodes import Refusal
+from agent.vocabulary import (
+    ATTACHMENT_SOURCES,
+    BGP_STATES,
+    EVENT_KINDS,
+    HEALTH_STATES,
+    LOCATE_MATCHES,
+    ROUTING_MODES,
+    UNKNOWN,
+)
 
 __all__ = [
-    "ATTACHMENT_SOURCES",
-    "BGP_STATES",
-    "EVENT_KINDS",
-    "HEADROOM_RESOURCES",
-    "LOCATE_MATCHES",
-    "ROUTING_MODES",
-    "UNKNOWN",
     "AgentStatus",
     "ApplierResult",
     "AttachmentInfo",
@@ -54,48 +56,6 @@ __all__ = [
     "attachment_events",
     "refusal_events",
 ]
-
-# The vocabularies, as the contract and the proto's enums spell them (lower case here).
-HEALTH_STATES = ("starting", "ok", "degraded")
-ATTACHMENT_SOURCES = ("static", "annotation", "lldp")
-ROUTING_MODES = ("bgp", "static", "vxlan")
-# "unknown": not observed yet; "not_configured": no session on this port (static / vxlan node).
-BGP_STATES = (
-    "unknown",
-    "not_configured",
-    "idle",
-    "connect",
-    "active",
-    "open_sent",
-    "open_confirm",
-    "established",
-)
-HEADROOM_RESOURCES = (
-    "ipv4_routes",
-    "ipv6_routes",
-    "nexthops",
-    "neighbors",
-    "fdb_entries",
-    "remote_vteps",
-)
-LOCATE_MATCHES = ("pod_ip", "pod", "node", "node_ip", "pod_prefix")
-EVENT_KINDS = (
-    "node_attached",
-    "node_detached",
-    "pod_added",
-    "pod_removed",
-    "session_up",
-    "session_down",
-    "apply_result",
-    "threshold_crossed",
-    "refusal",
-)
-
-
-# A value this version cannot name: what a client shows for an enum value added by a newer
-# agent (or left unspecified). Accepted everywhere so decoding never fails on it.
-UNKNOWN = "unknown"
-
 
 def _one_of(value: str, allowed: Sequence[str], what: str) -> None:
     # Checked at construction so that a typo in the daemon fails in its tests, not as an
@@ -239,7 +199,7 @@ class HeadroomInfo:
     """One resource's headroom. The field names are those of agent.headroom's HeadroomReport
     (whose to_json() gives exactly these keys), so `HeadroomInfo.from_report(r)` is a copy."""
 
-    resource: str  # HEADROOM_RESOURCES (others are allowed for new tables)
+    resource: str  # RESOURCES (others are allowed for new tables)
     used: int | None  # observed in hardware; None: nothing observes it
     desired: int  # what every planned node needs, admitted or not
     capacity: int | None  # None: unknown, not limited

@@ -22,7 +22,7 @@ _STATES = {
 
 @dataclass(frozen=True)
 class PeerState:
-    state: str  # one of status_model.BGP_STATES
+    state: str  # one of agent.vocabulary.BGP_STATES
     accepted: int  # prefixes accepted (after the inbound policy), all address families
     uptime_ms: int = 0  # of an established session: going backwards means it flapped
 
