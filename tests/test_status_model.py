@@ -159,7 +159,7 @@ def test_the_fake_provider_implements_the_protocol() -> None:
 
 
 def test_headroom_from_the_headroom_report() -> None:
-    # The headroom module's report converts field for field: the daemon needs no mapping.
+    # The headroom report's rows are what the status service serves: one type, no mapping.
     from agent.headroom.report import build_report
     from agent.headroom.resources import RESOURCES, Capacity, Counts
     from agent.headroom.usage import per_node_cost
@@ -168,7 +168,8 @@ def test_headroom_from_the_headroom_report() -> None:
     node = Counts(**dict.fromkeys(RESOURCES, 2))
     desired = Counts(**dict.fromkeys(RESOURCES, 10))
     reports = build_report(capacity, desired, per_node_cost({"node-a": node}), 5)
-    rows = [HeadroomInfo.from_report(r) for r in reports]
+    rows = list(reports)
+    assert all(isinstance(r, HeadroomInfo) for r in rows)
     assert [r.resource for r in rows] == list(RESOURCES)
     assert all(r.capacity == 1000 and r.desired == 10 for r in rows)
     assert all(r.nodes_left is not None and r.nodes_left > 0 for r in rows)

@@ -4,7 +4,7 @@ cluster wants, the capacity and its source, and how many more nodes fit."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from agent.headroom.resources import (
     RESOURCES,
@@ -21,38 +21,33 @@ from agent.headroom.usage import PerNodeCost, baseline, nodes_left
 
 
 @dataclass(frozen=True)
-class HeadroomReport:
+class HeadroomInfo:
     """One row of `fabricctl headroom --json`: the contract's fields (resource, used, desired,
-    capacity, source, nodes_left) and what an operator needs to act on them."""
+    capacity, source, nodes_left) and what an operator needs to act on them. The status
+    service sends these rows as they are, and fabricctl decodes them into the same type."""
 
-    resource: Resource
+    resource: str  # agent.vocabulary.RESOURCES (others are allowed: a newer agent's tables)
     used: int | None  # observed in hardware (devlink occ, SONiC CRM); None: nothing observes it
     desired: int  # what every planned node wants, admitted or not
     capacity: int | None  # None: unknown, not limited
     source: str  # where the capacity figure comes from
-    nodes_left: int | None  # worst case: more nodes like the most expensive one; None: no limit
-    percent: float | None  # max(used, desired) as a percentage of capacity
-    threshold: State  # ok | raised | unknown
-    reserve: int  # entries kept free (capacity minus usable)
-    admitted: int  # entries the admitted nodes take
-    nodes_left_average: int | None  # the same forecast for an average node
-    used_source: str | None  # what observed `used`
+    nodes_left: int | None = None  # worst case: more nodes like the most expensive one
+    percent: float | None = None  # max(used, desired) as a percentage of capacity
+    threshold: str = "unknown"  # ok | raised | unknown
+    reserve: int = 0  # entries kept free (capacity minus usable)
+    admitted: int = 0  # entries the admitted nodes take
+    nodes_left_average: int | None = None  # the same forecast for an average node
+    used_source: str | None = None  # what observed `used`
+
+    def __post_init__(self) -> None:
+        for name in ("used", "desired", "capacity", "nodes_left", "reserve", "admitted",
+                     "nodes_left_average"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"headroom {self.resource}: {name} is negative")
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "resource": self.resource,
-            "used": self.used,
-            "desired": self.desired,
-            "capacity": self.capacity,
-            "source": self.source,
-            "nodes_left": self.nodes_left,
-            "percent": self.percent,
-            "threshold": self.threshold,
-            "reserve": self.reserve,
-            "admitted": self.admitted,
-            "nodes_left_average": self.nodes_left_average,
-            "used_source": self.used_source,
-        }
+        return asdict(self)
 
 
 def _percent(level: int, capacity: int | None) -> float | None:
@@ -71,7 +66,7 @@ def build_report(
     observed: Mapping[str, Observed | int] | None = None,
     thresholds: ThresholdTracker | Mapping[str, State] | None = None,
     admitted: Counts | None = None,
-) -> list[HeadroomReport]:
+) -> list[HeadroomInfo]:
     """The headroom report, one row per resource in the contract's order."""
     seen: dict[Resource, int] = {}
     seen_source: dict[Resource, str | None] = {}
@@ -88,7 +83,7 @@ def build_report(
             state: State = thresholds.state(r)
         else:
             state = (thresholds or {}).get(r, "unknown")
-        rows.append(HeadroomReport(
+        rows.append(HeadroomInfo(
             resource=r,
             used=seen.get(r),
             desired=desired[r],

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, cast
 from agent.config import AgentConfig
 from agent.headroom.devlink import views
 from agent.headroom.profiles import capacity_for
-from agent.headroom.report import build_report
+from agent.headroom.report import HeadroomInfo, build_report
 from agent.headroom.resources import RESOURCES, Capacity, Observed, Resource, check_resource
 from agent.headroom.thresholds import Threshold, ThresholdTracker, ThresholdType
 from agent.headroom.usage import per_node_cost, total
 from agent.plan.build import Plan
 from agent.process import run_command
-from agent.status.model import EventLog, HeadroomInfo
+from agent.status.model import EventLog
 
 if TYPE_CHECKING:
     from agent.apply.sonic.crm import CrmCounter, CrmSnapshot
@@ -185,4 +185,4 @@ class HeadroomMonitor:
         report = build_report(self.capacity, desired, per_node_cost(plan.costs),
                               self.config.headroom.reserve_percent, observed=seen or None,
                               thresholds=self.tracker, admitted=admitted)
-        self.rows = [HeadroomInfo.from_report(row) for row in report]
+        self.rows = report

@@ -20,9 +20,10 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from agent.cluster.nodes import Refusal
+from agent.headroom.report import HeadroomInfo
 from agent.vocabulary import (
     ATTACHMENT_SOURCES,
     BGP_STATES,
@@ -192,38 +193,6 @@ class VtepInfo:
     @property
     def state(self) -> str:
         return _entry_state(self.desired, self.observed)
-
-
-@dataclass(frozen=True)
-class HeadroomInfo:
-    """One resource's headroom. The field names are those of agent.headroom's HeadroomReport
-    (whose to_json() gives exactly these keys), so `HeadroomInfo.from_report(r)` is a copy."""
-
-    resource: str  # RESOURCES (others are allowed for new tables)
-    used: int | None  # observed in hardware; None: nothing observes it
-    desired: int  # what every planned node needs, admitted or not
-    capacity: int | None  # None: unknown, not limited
-    source: str  # where the capacity figure comes from
-    nodes_left: int | None = None  # more nodes like the most expensive one; None: no limit
-    percent: float | None = None  # max(used, desired) as % of capacity
-    threshold: str = "unknown"  # ok | raised | unknown
-    reserve: int = 0  # entries kept free
-    admitted: int = 0  # entries the admitted nodes take
-    nodes_left_average: int | None = None
-    used_source: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("used", "desired", "capacity", "nodes_left", "reserve", "admitted",
-                     "nodes_left_average"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"headroom {self.resource}: {name} is negative")
-
-    @classmethod
-    def from_report(cls, report: Any) -> HeadroomInfo:
-        """From an agent.headroom HeadroomReport (or anything with its to_json())."""
-        data = report.to_json()
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 # ---- Locate ----
