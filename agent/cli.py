@@ -16,10 +16,8 @@ import yaml
 from agent.apply.frr.render import UnsafeValue, render_frr
 from agent.cluster.nodes import cluster_state
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.errors import EXIT_CONFIG, EXIT_INPUT, StartupError
 from agent.plan.build import plan
-
-EXIT_CONFIG = 2
-EXIT_INPUT = 3
 
 
 def _load_or_exit(path: str) -> AgentConfig:
@@ -85,7 +83,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load_or_exit(args.config)
     from agent.runtime.daemon import run_agent  # heavy imports only for the daemon
 
-    asyncio.run(run_agent(cfg))
+    try:
+        asyncio.run(run_agent(cfg))
+    except StartupError as exc:
+        for problem in exc.problems:
+            logging.getLogger("agent").error("%s", problem)
+        return exc.exit_code
     return 0
 
 

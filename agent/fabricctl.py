@@ -39,12 +39,13 @@ from typing import Any, NoReturn, TextIO
 
 import grpc
 
+from agent.apply.contract import ApplyResult
+from agent.events import Event
 from agent.status.grpc_gen import status_pb2 as pb
 from agent.status.grpc_gen import status_pb2_grpc as pb_grpc
 from agent.status.model import (
     AgentStatus,
     AttachmentInfo,
-    Event,
     HeadroomInfo,
     LocateResult,
     RouteInfo,
@@ -206,6 +207,11 @@ _TIME_KEYS = ("started_at", "at", "time")
 
 def to_json(value: Any) -> Any:
     """Dataclasses as JSON: field names as they are, unix times as RFC 3339 strings."""
+    if isinstance(value, ApplyResult):
+        # The wire's names (at, duration_seconds), as in the status file; the proto carries no
+        # per-table counts, so no "changes" either.
+        return {k: rfc3339(v) if k in _TIME_KEYS and isinstance(v, float) else v
+                for k, v in value.summary().items() if k != "changes"}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         data = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         for key in ("state",):
@@ -254,8 +260,8 @@ def print_status(out: TextIO, s: AgentStatus) -> None:
     out.write("\n")
     if s.last_applies:
         table(out, ("APPLIER", "RESULT", "ACTION", "AT", "DURATION", "ERROR"), [
-            (a.applier, "ok" if a.ok else "FAILED", a.action, human_time(a.at),
-             f"{a.duration_seconds:.3f}s", a.error)
+            (a.applier, "ok" if a.ok else "FAILED", a.action, human_time(a.started),
+             f"{a.duration:.3f}s", a.error)
             for a in s.last_applies
         ])
     else:

@@ -6,6 +6,7 @@ Everything else imports them from here; the proto's enums spell the same values 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 # -- Kubernetes annotations the agent reads (contract) ------------------------------------------
@@ -55,3 +56,11 @@ EVENT_KINDS = (
 # A value this version cannot name: what a client shows for an enum value added by a newer
 # agent (or left unspecified). Accepted everywhere so decoding never fails on it.
 UNKNOWN = "unknown"
+
+
+def check_word(value: str, allowed: Sequence[str], what: str) -> None:
+    """ValueError unless `value` is one of `allowed` (or UNKNOWN). Checked where status data is
+    built, so that a typo in the daemon fails in its tests, not as an "unspecified" enum on the
+    wire that nobody notices."""
+    if value not in allowed and value != UNKNOWN:
+        raise ValueError(f"{what} {value!r} is not one of {', '.join(allowed)}")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from agent.apply.contract import ApplyResult
 from agent.cluster.nodes import Refusal
-from agent.cluster.pod_index import PodIndex, locate
+from agent.cluster.pod_index import PodIndex
+from agent.status.locate import locate
 from agent.status.model import (
     AgentStatus,
-    ApplierResult,
     AttachmentInfo,
     HeadroomInfo,
     KubernetesConnection,
@@ -152,8 +153,8 @@ class FakeProvider:
             nodes=212,
         )
         self.applies = (
-            ApplierResult("frr", True, "reloaded", STARTED + 61.5, 0.712),
-            ApplierResult("dataplane", True, "applied", STARTED + 61.2, 0.014),
+            ApplyResult("frr", True, "reloaded", STARTED + 61.5, 0.712),
+            ApplyResult("dataplane", True, "applied", STARTED + 61.2, 0.014),
         )
         self.refusals = (
             Refusal("node", "'node-x\\nrouter bgp 1'", "node name 'node-x\\nrouter bgp 1' is "

@@ -1,4 +1,5 @@
-"""The cluster's need and the nodes_left forecast (agent/headroom/usage.py)."""
+"""The cluster's need (agent/plan/costs.py) and the nodes_left forecast
+(agent/headroom/usage.py, agent/headroom/report.py)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,18 @@ from fractions import Fraction
 
 import pytest
 
+from agent.headroom.report import build_report
 from agent.headroom.resources import Capacity, Counts
 from agent.headroom.usage import (
     CostModel,
     baseline,
-    forecast,
-    limiting,
-    node_costs,
     nodes_left,
     nominal_node_cost,
     per_node_cost,
     total,
 )
-from agent.plan.build import PlannedAttachment
-from agent.plan.model import DataplaneDesired, StaticRoute, VxlanPeer
+from agent.plan.costs import node_costs
+from agent.plan.model import DataplaneDesired, PlannedAttachment, StaticRoute, VxlanPeer
 
 
 def att(node: str, port: str, *prefixes: str, routing: str = "bgp") -> PlannedAttachment:
@@ -108,36 +107,31 @@ def test_nodes_left(capacity: int | Capacity | None, reserve: float, used: int,
     assert nodes_left(capacity, reserve, used, cost) == expected
 
 
-def test_limiting_resource_and_ties_in_report_order() -> None:
-    assert limiting({"ipv4_routes": 10, "remote_vteps": 3, "neighbors": None}) == \
-        ("remote_vteps", 3)
-    assert limiting({"fdb_entries": 3, "nexthops": 3}) == ("nexthops", 3)
-    assert limiting({}) == (None, None)
-
-
 def test_baseline_is_the_larger_of_observed_and_desired() -> None:
     base = baseline(Counts(ipv4_routes=10, neighbors=5), {"ipv4_routes": 40, "neighbors": 2})
     assert base["ipv4_routes"] == 40 and base["neighbors"] == 5 and base["fdb_entries"] == 0
 
 
-def test_forecast_average_vs_worst_case() -> None:
+def test_report_nodes_left_average_vs_worst_case() -> None:
     # Nine BGP nodes and one overlay node; 20 remote VTEPs usable.
     costs = {f"b{i}": Counts(ipv4_routes=2, nexthops=1, neighbors=1) for i in range(9)}
     costs["o1"] = Counts(ipv4_routes=1, nexthops=1, neighbors=1, fdb_entries=1, remote_vteps=1)
     caps = {"ipv4_routes": Capacity(100, "config"), "remote_vteps": Capacity(20, "config")}
-    fc = forecast(caps, 0, total(costs), per_node_cost(costs))
-    rows = {r.resource: r for r in fc.resources}
-    assert rows["ipv4_routes"].baseline == 19
-    assert rows["ipv4_routes"].nodes_left_worst == 40  # 81 // 2
+    rows = {r.resource: r for r in build_report(caps, total(costs), per_node_cost(costs), 0)}
+    assert rows["ipv4_routes"].desired == 19
+    assert rows["ipv4_routes"].nodes_left == 40  # 81 // 2
     assert rows["ipv4_routes"].nodes_left_average == 42  # 81 / 1.9
-    assert rows["remote_vteps"].nodes_left_worst == 19  # 19 // 1
+    assert rows["remote_vteps"].nodes_left == 19  # 19 // 1
     assert rows["remote_vteps"].nodes_left_average == 190  # 19 / 0.1
-    assert rows["neighbors"].nodes_left_worst is None  # no capacity given: not limiting
-    assert (fc.limiting, fc.nodes_left) == ("remote_vteps", 19)
+    assert rows["neighbors"].nodes_left is None  # no capacity given: not limiting
+    limiting = min((r for r in rows.values() if r.nodes_left is not None),
+                   key=lambda r: r.nodes_left or 0)
+    assert (limiting.resource, limiting.nodes_left) == ("remote_vteps", 19)
 
 
-def test_forecast_uses_observed_when_it_is_higher() -> None:
+def test_report_uses_observed_when_it_is_higher() -> None:
     costs = {"a": Counts(ipv4_routes=2)}
     caps = {"ipv4_routes": Capacity(100, "x")}
-    fc = forecast(caps, 0, total(costs), per_node_cost(costs), observed={"ipv4_routes": 90})
-    assert fc.resources[0].nodes_left_worst == 5
+    rows = build_report(caps, total(costs), per_node_cost(costs), 0,
+                        observed={"ipv4_routes": 90})
+    assert rows[0].nodes_left == 5

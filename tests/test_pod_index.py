@@ -14,7 +14,6 @@ import pytest
 from agent.cluster.pod_index import (
     PODS_PATH,
     PodIndex,
-    locate,
     parse_pod,
     pod_field_selector,
     slim_pod,
@@ -22,6 +21,7 @@ from agent.cluster.pod_index import (
 )
 from agent.informers.informer import Informer
 from agent.informers.kubeapi import KubeApi, load_kube_config, make_http_client
+from agent.status.locate import locate
 from agent.status.model import AttachmentInfo, InvalidQuery, NotFound, RouteInfo
 from lab.kubeapi import KubeApiServer
 from lab.kubeapi.client import make_pod, wait_for

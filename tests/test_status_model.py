@@ -9,17 +9,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agent.cluster.nodes import Refusal
+from agent.events import Event
 from agent.status.model import (
-    ApplierResult,
     AttachmentInfo,
-    Event,
     EventLog,
     HeadroomInfo,
     KubernetesConnection,
     StatusProvider,
     SubscriberTooSlow,
     Subscription,
-    apply_event,
     assess_health,
     attachment_events,
     refusal_events,
@@ -196,12 +194,9 @@ def test_attachment_events() -> None:
     assert [(e.kind, e.message) for e in down] == [("session_down", "node-a idle")]
 
 
-def test_refusal_and_apply_events() -> None:
+def test_refusal_events() -> None:
     old = Refusal("node", "'x\\n'", "not a DNS-1123 subdomain")
     new = Refusal("prefix", "node-b 10.99.0.0/24", "outside fabric.pod_supernets")
     assert [(e.subject, e.message) for e in refusal_events([old], [old, new], 5.0)] == [
         ("node-b 10.99.0.0/24", "prefix: outside fabric.pod_supernets")
     ]
-    failed = apply_event(ApplierResult("frr", False, "rejected", 10.0, 0.25, "line 3: unknown"))
-    assert (failed.kind, failed.time, failed.subject) == ("apply_result", 10.25, "frr")
-    assert failed.message == "rejected in 0.250 s: line 3: unknown"

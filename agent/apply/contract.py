@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 if TYPE_CHECKING:
     from agent.headroom.resources import Capacity, Observed
     from agent.headroom.thresholds import Threshold
-    from agent.plan.build import Plan
+    from agent.plan.model import Plan
 
 # What an applier's result may say it did (status, events, STATE_DB and metrics show it).
+# Not enforced on the type: fabricctl decodes results of newer agents, with newer actions.
 ACTIONS = (
     "unchanged",  # the desired state is what was applied last: nothing was looked at
     "in-sync",  # looked, nothing to change
@@ -84,13 +85,15 @@ class ApplyResult:
     details: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     recheck_after: float | None = None  # resync only: call resync() again after this
 
-    def __post_init__(self) -> None:
-        if self.action not in ACTIONS:
-            raise ValueError(f"action {self.action!r} is not one of {', '.join(ACTIONS)}")
-
     @property
     def changes(self) -> int:
         return sum(c.total for c in self.counts.values())
+
+    def summary(self) -> dict[str, object]:
+        """The result as the status file, `fabricctl status --json` and STATE_DB show it."""
+        return {"applier": self.applier, "ok": self.ok, "action": self.action,
+                "at": self.started, "duration_seconds": round(self.duration, 3),
+                "changes": self.changes, "error": self.error}
 
 
 @dataclass(frozen=True)

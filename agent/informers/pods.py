@@ -20,15 +20,15 @@ from agent.cluster.pod_index import (
     slim_pod,
     watched_nodes_diff,
 )
+from agent.events import EventSink
 from agent.informers.informer import Informer
 from agent.informers.kubeapi import KubeApi
-from agent.status.model import EventLog
 
 log = logging.getLogger(__name__)
 
 
 class PodWatcher:
-    def __init__(self, api: KubeApi, index: PodIndex, events: EventLog,
+    def __init__(self, api: KubeApi, index: PodIndex, events: EventSink,
                  on_change: Callable[[], None], watch_timeout: float = 300.0) -> None:
         self.api = api
         self.index = index

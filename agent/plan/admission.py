@@ -107,7 +107,7 @@ def admit(
 ) -> AdmissionResult:
     """Decide which candidates get hardware entries. See the module docstring for the rules.
 
-    `costs`: per node, its entries (usage.node_costs). `capacity`: per resource (a missing
+    `costs`: per node, its entries (costs.node_costs). `capacity`: per resource (a missing
     resource or None is not limited). `programmed`: nodes whose entries are in hardware now
     (the previous result's admitted nodes). `baseline`: entries used by others per resource."""
     ordered = sorted(candidates, key=lambda c: c.age_key)

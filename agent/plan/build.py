@@ -10,84 +10,25 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from agent.cluster.attachments import Attachment, resolve
 from agent.cluster.nodes import ClusterState, IPNetwork, Node, Refusal
 from agent.config import AgentConfig
 from agent.headroom.profiles import capacity_for
-from agent.headroom.resources import Capacity, Counts
-from agent.headroom.usage import node_costs
-from agent.plan.admission import AdmissionResult, admit, candidates_for
-from agent.plan.model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer
-
-
-@dataclass(frozen=True)
-class ServerPeer:
-    """One server port's BGP session. node None: nothing known is cabled there, so the session
-    exists (a node can come up before its Node object) but accepts and announces nothing."""
-
-    port: str
-    node: str | None
-    accept_v4: tuple[str, ...] = ()
-    accept_v6: tuple[str, ...] = ()
-    draining: bool = False
-
-
-@dataclass(frozen=True)
-class FrrDesired:
-    hostname: str
-    asn: int
-    router_id: str
-    server_peers: tuple[ServerPeer, ...]
-    uplinks: tuple[str, ...]
-    advertise_v4: tuple[str, ...]  # prefixes the spines may receive from this leaf
-    advertise_v6: tuple[str, ...]
-    aggregate_v4: tuple[str, ...]
-    aggregate_v6: tuple[str, ...]
-    max_prefixes: int
-    max_prefix_restart_minutes: int
-    # Pod CIDRs the agent routes itself (static and overlay nodes): zebra sees the agent's
-    # kernel routes as "kernel" routes; exactly these are redistributed.
-    redistribute_v4: tuple[str, ...] = ()
-    redistribute_v6: tuple[str, ...] = ()
-    # On SONiC those routes live in APPL_DB and never reach zebra, so BGP originates them with
-    # `network` statements instead; only the ones the data plane holds (originated_only()).
-    originate_v4: tuple[str, ...] = ()
-    originate_v6: tuple[str, ...] = ()
-
-
-def originated_only(frr: FrrDesired, programmed: Collection[str]) -> FrrDesired:
-    """``frr`` originating only the prefixes the data plane really holds: announcing a pod CIDR
-    whose route was refused (another producer's APPL_DB key, a Redis error) would draw the
-    fabric's traffic into a hole. Linux needs no such step: zebra redistributes only the kernel
-    routes that exist."""
-    return replace(
-        frr,
-        originate_v4=tuple(p for p in frr.originate_v4 if p in programmed),
-        originate_v6=tuple(p for p in frr.originate_v6 if p in programmed),
-    )
-
-
-@dataclass(frozen=True)
-class PlannedAttachment:
-    port: str
-    node: str
-    source: str
-    routing: str
-    prefixes: tuple[str, ...]  # accepted from this node
-    draining: bool
-
-
-@dataclass(frozen=True)
-class Plan:
-    frr: FrrDesired
-    attachments: tuple[PlannedAttachment, ...]
-    refusals: tuple[Refusal, ...]
-    dataplane: DataplaneDesired
-    admission: AdmissionResult | None = None
-    # What every served node wants, refused ones included: the headroom report's "desired".
-    costs: Mapping[str, Counts] = field(default_factory=dict)
+from agent.headroom.resources import Capacity
+from agent.plan.admission import admit, candidates_for
+from agent.plan.costs import node_costs
+from agent.plan.model import (
+    DataplaneDesired,
+    FrrDesired,
+    Plan,
+    PlannedAttachment,
+    ServerPeer,
+    StaticRoute,
+    VtepDevice,
+    VxlanPeer,
+)
 
 
 def _host_prefix(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> IPNetwork:
@@ -148,20 +89,20 @@ def plan(
     *,
     capacity: Mapping[str, Capacity] | None = None,
     programmed: Collection[str] = (),
-    baseline: Mapping[str, int] | None = None,
 ) -> Plan:
     """The desired state. With headroom admission on (the default), nodes whose entries would
     not fit the ASIC's capacity minus the reserve are refused, newest first, keeping what is
     `programmed` (the previous plan's admitted nodes): their sessions stay up but accept
     nothing, and no kernel or SONiC entry is asked for them. `capacity` defaults to the
-    configured profile and overrides; `baseline` is what others already use per resource."""
+    configured profile and overrides. Entries others hold (uplink routes) are not subtracted:
+    the reserve keeps room for them (README, Known limits)."""
     full = _plan(config, cluster, lldp_neighbors, frozenset())
     if capacity is None:
         capacity = capacity_for(config.headroom.profile, config.headroom.capacity)
     costs = node_costs(full.attachments, full.dataplane)
     served = [n for n in cluster.nodes if n.name in costs]
     result = admit(candidates_for(served, costs), costs, capacity,
-                   config.headroom.reserve_percent, programmed, baseline)
+                   config.headroom.reserve_percent, programmed)
     if not config.headroom.admission or not result.refused:
         return replace(full, admission=result, costs=costs)
     limited = _plan(config, cluster, lldp_neighbors, frozenset(result.refused_nodes))

@@ -1,4 +1,5 @@
-"""Desired data-plane state: what plan() asks the kernel (netlink) or SONiC (APPL_DB) to hold.
+"""The desired state plan() returns: FRR's (sessions, prefix lists, what to announce) and the
+data plane's (what plan() asks the kernel through netlink or SONiC through APPL_DB to hold).
 
 Plain frozen data, every field already validated by plan(): appliers may put these values into
 netlink messages or Redis keys as they are. Nodes in `bgp` mode need nothing here (FRR does it);
@@ -9,7 +10,12 @@ entry `VtepMAC -> public IP`, and a route `pod CIDR via <subnet>.0 onlink` on th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+
+from agent.cluster.nodes import Refusal
+from agent.headroom.resources import Counts
+from agent.plan.admission import AdmissionResult
 
 
 @dataclass(frozen=True)
@@ -58,3 +64,71 @@ class DataplaneDesired:
         return tuple(r.prefix for r in self.static_routes) + tuple(
             p.pod_cidr for p in self.vxlan_peers
         )
+
+
+@dataclass(frozen=True)
+class ServerPeer:
+    """One server port's BGP session. node None: nothing known is cabled there, so the session
+    exists (a node can come up before its Node object) but accepts and announces nothing."""
+
+    port: str
+    node: str | None
+    accept_v4: tuple[str, ...] = ()
+    accept_v6: tuple[str, ...] = ()
+    draining: bool = False
+
+
+@dataclass(frozen=True)
+class FrrDesired:
+    hostname: str
+    asn: int
+    router_id: str
+    server_peers: tuple[ServerPeer, ...]
+    uplinks: tuple[str, ...]
+    advertise_v4: tuple[str, ...]  # prefixes the spines may receive from this leaf
+    advertise_v6: tuple[str, ...]
+    aggregate_v4: tuple[str, ...]
+    aggregate_v6: tuple[str, ...]
+    max_prefixes: int
+    max_prefix_restart_minutes: int
+    # Pod CIDRs the agent routes itself (static and overlay nodes): zebra sees the agent's
+    # kernel routes as "kernel" routes; exactly these are redistributed.
+    redistribute_v4: tuple[str, ...] = ()
+    redistribute_v6: tuple[str, ...] = ()
+    # On SONiC those routes live in APPL_DB and never reach zebra, so BGP originates them with
+    # `network` statements instead; only the ones the data plane holds (originated_only()).
+    originate_v4: tuple[str, ...] = ()
+    originate_v6: tuple[str, ...] = ()
+
+
+def originated_only(frr: FrrDesired, programmed: Collection[str]) -> FrrDesired:
+    """``frr`` originating only the prefixes the data plane really holds: announcing a pod CIDR
+    whose route was refused (another producer's APPL_DB key, a Redis error) would draw the
+    fabric's traffic into a hole. Linux needs no such step: zebra redistributes only the kernel
+    routes that exist."""
+    return replace(
+        frr,
+        originate_v4=tuple(p for p in frr.originate_v4 if p in programmed),
+        originate_v6=tuple(p for p in frr.originate_v6 if p in programmed),
+    )
+
+
+@dataclass(frozen=True)
+class PlannedAttachment:
+    port: str
+    node: str
+    source: str
+    routing: str
+    prefixes: tuple[str, ...]  # accepted from this node
+    draining: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    frr: FrrDesired
+    attachments: tuple[PlannedAttachment, ...]
+    refusals: tuple[Refusal, ...]
+    dataplane: DataplaneDesired
+    admission: AdmissionResult | None = None
+    # What every served node wants, refused ones included: the headroom report's "desired".
+    costs: Mapping[str, Counts] = field(default_factory=dict)

@@ -1,8 +1,8 @@
-"""The agent's status as plain data: what it knows, what it did, what it refused.
+"""The status file and systemd's STATUS= line, both rendered from the observed state.
 
-Built from the informer, the last plan and the appliers' last results; written to a JSON file
-(and summarised for systemd's STATUS=) so an engineer can see at once whether the agent is
-serving fresh or last-known state.
+The file (`status.state_file`, JSON) lets an engineer, a lab or a monitoring script see at once
+whether the agent serves fresh or last-known state, what it applied and what it refused,
+without a gRPC client. Its keys are read by the lab and its tests: keep them.
 """
 
 from __future__ import annotations
@@ -10,90 +10,79 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from agent.apply.frr.reload import ApplyResult
-from agent.plan.build import Plan
+from agent.status.state import ObservedState
+
+SUMMARY_MAX = 400  # systemd shows STATUS= on one line
 
 
-@dataclass
-class KubernetesStatus:
-    connected: bool = False
-    synced: bool = False
-    last_error: str | None = None
-    seconds_since_contact: float | None = None
-    resource_version: str = ""
-    nodes: int = 0
+def _last_apply(state: ObservedState, applier: str) -> dict[str, Any] | None:
+    result = state.results.get(applier)
+    if result is None:
+        return None
+    summary = result.summary()
+    del summary["applier"]
+    return summary
 
 
-@dataclass
-class Status:
-    started: float = field(default_factory=time.time)
-    kubernetes: KubernetesStatus = field(default_factory=KubernetesStatus)
-    frr_last_apply: dict[str, Any] | None = None
-    frr_last_error: str | None = None
-    dataplane_last_apply: dict[str, Any] | None = None
-    last_reconcile_latency_seconds: float | None = None
-    attachments: list[dict[str, Any]] = field(default_factory=list)
-    refusals: list[str] = field(default_factory=list)
-    lldp_error: str | None = None
-    # Routes the ASIC refused (rt_offload_failed), all protocols: forwarded by the CPU.
-    offload_failed_routes: dict[str, int] = field(
-        default_factory=lambda: {"ipv4": 0, "ipv6": 0})
-
-    @property
-    def serving_last_known_state(self) -> bool:
-        return self.kubernetes.synced and not self.kubernetes.connected
-
-    def record_plan(self, plan: Plan) -> None:
-        self.attachments = [asdict(a) for a in plan.attachments]
-        self.refusals = [str(r) for r in plan.refusals]
-
-    def record_apply(self, result: ApplyResult) -> None:
-        if result.action == "unchanged":
-            return
-        self.frr_last_apply = {
-            "ok": result.ok,
-            "action": result.action,
-            "at": result.started,
-            "duration_seconds": round(result.duration, 3),
-            "error": result.error,
-            "changes": len(result.delta.to_add) + len(result.delta.to_delete),
-        }
-        if not result.ok:
-            self.frr_last_error = result.error
-
-    def summary(self) -> str:
-        k = self.kubernetes
-        if not k.synced:
-            api = "waiting for the Kubernetes API" + (f" ({k.last_error})" if k.last_error else "")
-        elif not k.connected:
-            api = "Kubernetes API unreachable, serving last known state"
-        else:
-            api = "Kubernetes API connected"
-        frr = "no FRR apply yet"
-        if self.frr_last_apply:
-            frr = f"FRR {self.frr_last_apply['action']}"
-            if not self.frr_last_apply["ok"]:
-                frr += ", keeping the last good config"
-        return (f"{api}; {len(self.attachments)} attachments, {len(self.refusals)} refusals; "
-                f"{frr}")[:400]
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["serving_last_known_state"] = self.serving_last_known_state
-        data["summary"] = self.summary()
-        return data
+def summary_line(state: ObservedState) -> str:
+    """systemd's STATUS=: the API connection, attachments, refusals, FRR's last apply."""
+    k = state.kubernetes()
+    if not k.synced:
+        api = "waiting for the Kubernetes API" + (f" ({k.last_error})" if k.last_error else "")
+    elif not k.connected:
+        api = "Kubernetes API unreachable, serving last known state"
+    else:
+        api = "Kubernetes API connected"
+    frr = "no FRR apply yet"
+    last = state.results.get("frr")
+    if last is not None:
+        frr = f"FRR {last.action}"
+        if not last.ok:
+            frr += ", keeping the last good config"
+    attachments = len(state.plan.attachments) if state.plan else 0
+    refusals = len(state.plan.refusals) if state.plan else 0
+    return f"{api}; {attachments} attachments, {refusals} refusals; {frr}"[:SUMMARY_MAX]
 
 
-def write_status_file(path: str | Path, status: Status) -> None:
+def status_document(state: ObservedState) -> dict[str, Any]:
+    k = state.kubernetes()
+    plan = state.plan
+    return {
+        "started": state.started_at,
+        "kubernetes": {
+            "connected": k.connected, "synced": k.synced, "last_error": k.last_error,
+            "seconds_since_contact": k.seconds_since_contact,
+            "resource_version": k.resource_version, "nodes": k.nodes,
+        },
+        "serving_last_known_state": k.serving_last_known_state,
+        "frr_last_apply": _last_apply(state, "frr"),
+        "frr_last_error": state.frr_last_error,
+        "dataplane_last_apply": _last_apply(state, "dataplane"),
+        "last_reconcile_latency_seconds": state.last_reconcile_latency,
+        "attachments": [asdict(a) for a in plan.attachments] if plan else [],
+        "refusals": [str(r) for r in plan.refusals] if plan else [],
+        "lldp_error": state.lldp_error,
+        # Routes the ASIC refused (rt_offload_failed), all protocols: forwarded by the CPU.
+        "offload_failed_routes": {"ipv4": state.offload_failed.get(4, 0),
+                                  "ipv6": state.offload_failed.get(6, 0)},
+        "summary": summary_line(state),
+    }
+
+
+def write_status_file(path: str | Path, state: ObservedState) -> None:
+    """Atomically: a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(status.to_json(), f, indent=2, sort_keys=True)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(status_document(state), f, indent=2, sort_keys=True)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -22,11 +22,12 @@ from agent.headroom.report import HeadroomInfo, build_report
 from agent.headroom.resources import RESOURCES, Capacity, Observed, Resource, check_resource
 from agent.headroom.thresholds import Threshold, ThresholdTracker, ThresholdType
 from agent.headroom.usage import per_node_cost, total
-from agent.plan.build import Plan
+from agent.plan.model import Plan
 from agent.process import run_command
 from agent.status.model import EventLog
 
 if TYPE_CHECKING:
+    from agent.apply.contract import HardwareReading
     from agent.apply.sonic.crm import CrmCounter, CrmSnapshot
 
 log = logging.getLogger(__name__)
@@ -129,45 +130,56 @@ def crm_headroom(
 
 
 class HeadroomMonitor:
-    def __init__(self, config: AgentConfig, events: EventLog,
-                 discovered: Mapping[str, Capacity] | None = None) -> None:
+    """Capacity from the best source, usage, thresholds and the report rows. Hardware readings
+    (devlink on Linux, CRM on SONiC) arrive from the data plane backend through the runtime."""
+
+    # Later sources win: on SONiC, CRM is what orchagent reads from the SAI for this ASIC and
+    # its current forwarding profile, so it is better than devlink. The config's overrides win
+    # over both (capacity_for).
+    SOURCE_ORDER = ("devlink", CRM_SOURCE)
+
+    def __init__(self, config: AgentConfig, events: EventLog) -> None:
         self.config = config
         self.events = events
-        self._discovered: dict[str, Capacity] = dict(discovered or {})
-        self._crm_capacity: dict[str, Capacity] = {}
-        self._crm_used: dict[str, Observed] = {}
+        self._readings: dict[str, HardwareReading] = {}
         self.capacity = self._capacity()
         self.tracker = ThresholdTracker()
         self.rows: list[HeadroomInfo] = []
 
     def _capacity(self) -> dict[Resource, Capacity]:
-        # CRM over devlink: on SONiC, CRM is what orchagent reads from the SAI for this ASIC
-        # and its current forwarding profile. The config's overrides win over both.
-        discovered = {check_resource(r): c
-                      for r, c in {**self._discovered, **self._crm_capacity}.items()}
+        discovered: dict[Resource, Capacity] = {}
+        for source in sorted(self._readings, key=self._rank):
+            discovered.update({check_resource(r): c
+                               for r, c in self._readings[source].capacity.items()})
         return capacity_for(self.config.headroom.profile, self.config.headroom.capacity,
                             discovered)
 
-    def set_discovered(self, discovered: Mapping[str, Capacity]) -> None:
-        self._discovered = dict(discovered)
-        self.capacity = self._capacity()
+    def _rank(self, source: str) -> int:
+        return self.SOURCE_ORDER.index(source) if source in self.SOURCE_ORDER else -1
 
-    def set_crm(self, snapshot: CrmSnapshot) -> list[str]:
-        """Take a CRM reading: capacity and used per resource CRM reports (source "crm"), and
-        CRM|Config's thresholds (resources CRM does not report keep the defaults; the tracker
-        keeps its raised/ok state across the change). Returns notes for the caller to log."""
-        capacity, used, thresholds, notes = crm_headroom(snapshot)
-        self._crm_capacity, self._crm_used = capacity, used
-        self.tracker.thresholds = thresholds
+    def set_hardware(self, reading: HardwareReading) -> bool:
+        """Take a reading (it replaces the previous one of its source). CRM|Config's thresholds
+        replace the defaults (resources it does not report keep them; the tracker keeps its
+        raised/ok state across the change). Returns whether the capacity changed."""
+        before = self.capacity
+        self._readings[reading.source] = reading
+        if reading.thresholds is not None:
+            self.tracker.thresholds = dict(reading.thresholds)
         self.capacity = self._capacity()
-        return notes
+        return self.capacity != before
+
+    def _hardware_used(self) -> dict[str, Observed]:
+        used: dict[str, Observed] = {}
+        for source in sorted(self._readings, key=self._rank):
+            used.update(self._readings[source].used)
+        return used
 
     def update(self, plan: Plan, observed: Mapping[str, int] | None) -> None:
         desired = total(plan.costs)
         admitted = total([plan.costs[n] for n in (plan.admission.admitted if plan.admission
                                                   else plan.costs) if n in plan.costs])
         seen: dict[str, int | Observed] = dict(observed or {})
-        for resource, crm in self._crm_used.items():
+        for resource, crm in self._hardware_used().items():
             # CRM counts the whole table (uplink routes, the leaf's own entries) but only every
             # polling interval; the data plane's count is live but only its own: the larger.
             own = seen.get(resource, 0)

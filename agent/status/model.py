@@ -22,47 +22,40 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from agent.apply.contract import ApplyResult
 from agent.cluster.nodes import Refusal
+from agent.cluster.pod_index import PodInfo
+from agent.events import Event
 from agent.headroom.report import HeadroomInfo
 from agent.vocabulary import (
     ATTACHMENT_SOURCES,
     BGP_STATES,
-    EVENT_KINDS,
     HEALTH_STATES,
     LOCATE_MATCHES,
     ROUTING_MODES,
-    UNKNOWN,
+    check_word,
 )
 
 __all__ = [
     "AgentStatus",
-    "ApplierResult",
     "AttachmentInfo",
-    "Event",
     "EventLog",
     "HeadroomInfo",
     "InvalidQuery",
     "KubernetesConnection",
     "LocateResult",
     "NotFound",
-    "PodInfo",
     "Refusal",
     "RouteInfo",
     "StatusProvider",
     "SubscriberTooSlow",
     "Subscription",
     "VtepInfo",
-    "apply_event",
     "assess_health",
     "attachment_events",
     "refusal_events",
 ]
 
-def _one_of(value: str, allowed: Sequence[str], what: str) -> None:
-    # Checked at construction so that a typo in the daemon fails in its tests, not as an
-    # "unspecified" enum on the wire that nobody notices.
-    if value not in allowed and value != UNKNOWN:
-        raise ValueError(f"{what} {value!r} is not one of {', '.join(allowed)}")
 
 
 # ---- GetStatus ----
@@ -83,18 +76,6 @@ class KubernetesConnection:
 
 
 @dataclass(frozen=True)
-class ApplierResult:
-    """The last result of one applier ("frr", "dataplane", ...) that did something."""
-
-    applier: str
-    ok: bool
-    action: str  # "reloaded", "unchanged", "rejected", "rolled-back", ...
-    at: float  # unix time the apply started
-    duration_seconds: float
-    error: str | None = None
-
-
-@dataclass(frozen=True)
 class AgentStatus:
     health: str  # HEALTH_STATES; see assess_health()
     version: str
@@ -102,16 +83,17 @@ class AgentStatus:
     kubernetes: KubernetesConnection
     health_reasons: tuple[str, ...] = ()
     switch_hostname: str = ""
-    last_applies: tuple[ApplierResult, ...] = ()
+    last_applies: tuple[ApplyResult, ...] = ()
     refusals: tuple[Refusal, ...] = ()
     last_reconcile_latency_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        _one_of(self.health, HEALTH_STATES, "health")
+        check_word(self.health, HEALTH_STATES, "health")
 
 
 def assess_health(
-    kubernetes: KubernetesConnection, applies: Sequence[ApplierResult]
+    kubernetes: KubernetesConnection, applies: Sequence[ApplyResult],
+    offload_failed: str | None = None,
 ) -> tuple[str, tuple[str, ...]]:
     """The agent's health and why, from what it knows. Refusals do not degrade health: they are
     the agent doing its job on bad input, and they are listed on their own."""
@@ -126,6 +108,10 @@ def assess_health(
     for result in applies:
         if not result.ok:
             reasons.append(f"last {result.applier} apply failed: {result.error or result.action}")
+    if offload_failed:
+        # Routes the ASIC refused go through the CPU: the silent overflow headroom exists to
+        # catch. Reported as the data plane's failure, whatever its last apply said.
+        reasons.append(f"last dataplane apply failed: {offload_failed}")
     return ("degraded" if reasons else "ok"), tuple(reasons)
 
 
@@ -147,9 +133,9 @@ class AttachmentInfo:
     pods: int | None = None  # pods indexed on the node; None = pods not watched
 
     def __post_init__(self) -> None:
-        _one_of(self.source, ATTACHMENT_SOURCES, "attachment source")
-        _one_of(self.routing, ROUTING_MODES, "routing mode")
-        _one_of(self.bgp_state, BGP_STATES, "BGP state")
+        check_word(self.source, ATTACHMENT_SOURCES, "attachment source")
+        check_word(self.routing, ROUTING_MODES, "routing mode")
+        check_word(self.bgp_state, BGP_STATES, "BGP state")
 
 
 @dataclass(frozen=True)
@@ -166,7 +152,7 @@ class RouteInfo:
     observed: bool = False
 
     def __post_init__(self) -> None:
-        _one_of(self.routing, ROUTING_MODES, "routing mode")
+        check_word(self.routing, ROUTING_MODES, "routing mode")
 
     @property
     def state(self) -> str:
@@ -199,23 +185,6 @@ class VtepInfo:
 
 
 @dataclass(frozen=True)
-class PodInfo:
-    """A validated Pod, as much as the status service needs (cluster.pod_index builds it)."""
-
-    namespace: str
-    name: str
-    node: str
-    ips: tuple[str, ...] = ()  # canonical; empty for pods without an IP yet
-    phase: str = "Unknown"
-    host_network: bool = False  # its IPs are the node's: never indexed as pod IPs
-    created: str = ""  # creationTimestamp, RFC 3339; orders IP conflicts (newest wins)
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True)
 class LocateResult:
     query: str
     matched: str  # LOCATE_MATCHES
@@ -231,9 +200,9 @@ class LocateResult:
     bgp_state: str = "unknown"
 
     def __post_init__(self) -> None:
-        _one_of(self.matched, LOCATE_MATCHES, "locate match")
-        _one_of(self.routing, ROUTING_MODES, "routing mode")
-        _one_of(self.bgp_state, BGP_STATES, "BGP state")
+        check_word(self.matched, LOCATE_MATCHES, "locate match")
+        check_word(self.routing, ROUTING_MODES, "routing mode")
+        check_word(self.bgp_state, BGP_STATES, "BGP state")
 
 
 class InvalidQuery(ValueError):
@@ -275,18 +244,6 @@ class StatusProvider(Protocol):
 # ---- events ----
 
 
-@dataclass(frozen=True)
-class Event:
-    kind: str  # EVENT_KINDS
-    time: float  # unix time
-    subject: str  # node, port, namespace/pod, resource, applier
-    message: str
-    seq: int = 0  # assigned by EventLog.publish: 1, 2, 3, ... per agent process
-
-    def __post_init__(self) -> None:
-        _one_of(self.kind, EVENT_KINDS, "event kind")
-
-
 def attachment_events(
     before: Sequence[AttachmentInfo], after: Sequence[AttachmentInfo], now: float
 ) -> list[Event]:
@@ -323,13 +280,6 @@ def refusal_events(
     seen = set(before)
     return [Event("refusal", now, r.name, f"{r.kind}: {r.reason}") for r in after
             if r not in seen]
-
-
-def apply_event(result: ApplierResult) -> Event:
-    text = f"{result.action} in {result.duration_seconds:.3f} s"
-    if not result.ok:
-        text += f": {result.error or 'failed'}"
-    return Event("apply_result", result.at + result.duration_seconds, result.applier, text)
 
 
 class SubscriberTooSlow(Exception):

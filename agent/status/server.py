@@ -41,21 +41,21 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from agent.apply.contract import ApplyResult
 from agent.cluster.nodes import Refusal
+from agent.cluster.pod_index import PodInfo
+from agent.events import Event
 from agent.status.grpc_gen import status_pb2 as pb
 from agent.status.grpc_gen import status_pb2_grpc as pb_grpc
 from agent.status.model import (
     AgentStatus,
-    ApplierResult,
     AttachmentInfo,
-    Event,
     EventLog,
     HeadroomInfo,
     InvalidQuery,
     KubernetesConnection,
     LocateResult,
     NotFound,
-    PodInfo,
     RouteInfo,
     StatusProvider,
     SubscriberTooSlow,
@@ -439,8 +439,8 @@ def status_to_proto(s: AgentStatus) -> pb.GetStatusResponse:
                 applier=a.applier,
                 ok=a.ok,
                 action=a.action,
-                at=_timestamp(a.at),
-                duration_seconds=a.duration_seconds,
+                at=_timestamp(a.started),
+                duration_seconds=a.duration,
                 error=a.error or "",
             )
             for a in s.last_applies
@@ -473,12 +473,12 @@ def status_from_proto(m: pb.GetStatusResponse) -> AgentStatus:
             nodes=k.nodes,
         ),
         last_applies=tuple(
-            ApplierResult(
+            ApplyResult(
                 applier=a.applier,
                 ok=a.ok,
                 action=a.action,
-                at=_unix(a.at),
-                duration_seconds=a.duration_seconds,
+                started=_unix(a.at),
+                duration=a.duration_seconds,
                 error=a.error or None,
             )
             for a in m.last_applies

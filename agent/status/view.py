@@ -6,26 +6,19 @@ index, the appliers' last results): a status request never waits on FRR or the A
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
-from agent.apply.frr.observer import PeerState
-from agent.cluster.nodes import ClusterState
-from agent.cluster.pod_index import PodIndex, locate
-from agent.informers.informer import Informer
-from agent.plan.build import Plan
+from agent.headroom.report import HeadroomInfo
+from agent.status.locate import locate
 from agent.status.model import (
     AgentStatus,
-    ApplierResult,
     AttachmentInfo,
-    HeadroomInfo,
-    KubernetesConnection,
     LocateResult,
     RouteInfo,
     VtepInfo,
     assess_health,
 )
+from agent.status.state import ObservedState
 
 
 def agent_version() -> str:
@@ -35,40 +28,17 @@ def agent_version() -> str:
         return "0+unknown"
 
 
-@dataclass
-class AgentState:
-    """What the daemon knows, in one place; the daemon updates it, the provider reads it."""
-
-    started_at: float
-    hostname: str
-    nodes: Informer
-    plan: Plan | None = None
-    cluster: ClusterState | None = None
-    peers: dict[str, PeerState] = field(default_factory=dict)
-    pods: PodIndex = field(default_factory=PodIndex)
-    pods_watched: bool = False
-    applies: dict[str, ApplierResult] = field(default_factory=dict)
-    dataplane_observed: dict[str, Any] = field(default_factory=dict)
-    headroom: list[HeadroomInfo] = field(default_factory=list)
-    last_reconcile_latency: float | None = None
-
-
 class AgentView:
-    def __init__(self, state: AgentState) -> None:
+    """The status service's answers, rendered from the observed state (a StatusProvider)."""
+
+    def __init__(self, state: ObservedState) -> None:
         self.s = state
 
-    def kubernetes(self) -> KubernetesConnection:
-        nodes = self.s.nodes
-        snap = nodes.snapshot()
-        return KubernetesConnection(
-            connected=nodes.connected, synced=nodes.synced, last_error=nodes.last_error,
-            seconds_since_contact=snap.get("seconds_since_contact"),
-            resource_version=nodes.resource_version, nodes=len(nodes.store))
-
     def status(self) -> AgentStatus:
-        k = self.kubernetes()
-        applies = tuple(self.s.applies[name] for name in sorted(self.s.applies))
-        health, reasons = assess_health(k, applies)
+        k = self.s.kubernetes()
+        applies = tuple(self.s.results[name] for name in sorted(self.s.results))
+        offload = self.s.offload_message() if self.s.offload_failed_total() else None
+        health, reasons = assess_health(k, applies, offload)
         return AgentStatus(
             health=health, version=agent_version(), started_at=self.s.started_at,
             kubernetes=k, health_reasons=reasons, switch_hostname=self.s.hostname,
@@ -105,7 +75,7 @@ class AgentView:
         plan = self.s.plan
         if plan is None:
             return []
-        observed = set(self.s.dataplane_observed.get("routes", ()))
+        observed = self.s.held.get("routes", frozenset())
         out: list[RouteInfo] = []
         for peer in plan.frr.server_peers:
             if peer.node is None:
@@ -130,7 +100,7 @@ class AgentView:
         if plan is None or plan.dataplane.vtep is None:
             return []
         vni = plan.dataplane.vtep.vni
-        observed = set(self.s.dataplane_observed.get("fdb", ()))
+        observed = self.s.held.get("fdb", frozenset())
         return [VtepInfo(owner=p.node, vtep_ip=p.public_ip, mac=p.vtep_mac, pod_cidr=p.pod_cidr,
                          vni=vni, desired=True, observed=p.vtep_mac in observed)
                 for p in plan.dataplane.vxlan_peers]

@@ -20,6 +20,7 @@ import pytest
 
 from agent.apply.frr.reload import FrrApplier
 from agent.config import FrrConfig
+from agent.runtime.reconcile import settled_resync
 from lab.agent_lab import CLAB_FILE, LEAF
 from lab.frr import pid_alive, read_pid
 from lab.netns import Lab
@@ -78,42 +79,42 @@ def stage_leftovers(lab: Lab) -> list[Path]:
 
 
 async def test_apply_saves_exactly_the_confirmed_config(lab: Lab, applier: FrrApplier) -> None:
-    result = await applier.apply(APPLIED)
+    result = await applier.apply_text(APPLIED)
     assert result.ok and result.action == "applied", result
     assert lab.frr_conf_path(LEAF).read_text() == APPLIED
     assert "router bgp 65101" in running(lab)
     assert "ip prefix-list KFA-TEST-V4 seq 5 permit 10.244.0.0/16" in running(lab)
-    assert (await applier.apply(APPLIED)).action == "unchanged"
+    assert (await applier.apply_text(APPLIED)).action == "unchanged"
     assert stage_leftovers(lab) == []
 
 
 async def test_repair_while_bgpd_is_down_never_saves_a_config_without_it(
     lab: Lab, applier: FrrApplier
 ) -> None:
-    assert (await applier.apply(APPLIED)).ok
+    assert (await applier.apply_text(APPLIED)).ok
     kill_bgpd(lab)
     try:
         # bgpd's part is missing from the running config: drift that outlives the settle time.
         # Whatever the repair manages with bgpd dead, FRR's startup file must stay the applied
         # config -- it is what the restarted bgpd will load.
-        await applier.resync()
+        await settled_resync(applier)
         assert lab.frr_conf_path(LEAF).read_text() == APPLIED
     finally:
         restart_bgpd(lab)
     wait_until(lambda: "router bgp 65101" in running(lab), 15.0,
                "the restarted bgpd running the saved config")
-    assert await applier.resync() is None, "FRR runs the applied config again"
+    assert await settled_resync(applier) is None, "FRR runs the applied config again"
     assert stage_leftovers(lab) == []
 
 
 async def test_drift_that_frr_repairs_itself_is_left_alone(
     lab: Lab, applier: FrrApplier, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert (await applier.apply(APPLIED)).ok
+    assert (await applier.apply_text(APPLIED)).ok
     applier.drift_settle_seconds = 8.0
     kill_bgpd(lab)
     caplog.set_level(logging.INFO, logger="agent.apply.frr.reload")
-    task = asyncio.create_task(applier.resync())
+    task = asyncio.create_task(settled_resync(applier))
     try:
         for _ in range(200):  # until the applier has seen the drift and is settling
             if "checking again" in caplog.text or task.done():
@@ -130,13 +131,13 @@ async def test_drift_that_frr_repairs_itself_is_left_alone(
 async def test_hand_edit_saved_with_write_memory_is_undone(
     lab: Lab, applier: FrrApplier
 ) -> None:
-    assert (await applier.apply(APPLIED)).ok
+    assert (await applier.apply_text(APPLIED)).ok
     lab.vtysh(LEAF, "configure terminal",
               "no ip prefix-list KFA-TEST-V4 seq 5 permit 10.244.0.0/16",
               "ip prefix-list HAND-MADE seq 5 permit 192.0.2.0/24")
     lab.vtysh(LEAF, "write memory")
     assert "HAND-MADE" in lab.frr_conf_path(LEAF).read_text()
-    result = await applier.resync()
+    result = await settled_resync(applier)
     assert result is not None and result.ok and result.action == "repaired", result
     assert lab.frr_conf_path(LEAF).read_text() == APPLIED
     config = running(lab)

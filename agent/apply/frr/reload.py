@@ -21,20 +21,21 @@ agent alone replaces the startup file, and only with a confirmed config.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from agent.apply.contract import ApplyResult, Held, Outcome, TableCounts
+from agent.apply.frr.render import UnsafeValue, render_frr
 from agent.config import FrrConfig
+from agent.plan.model import FrrDesired
 from agent.process import CommandResult, run_command
 
 log = logging.getLogger(__name__)
@@ -97,29 +98,53 @@ def parse_delta(output: str) -> Delta:
     return Delta(leaves(sections["delete"]), leaves(sections["add"]))
 
 
-@dataclass
-class ApplyResult:
-    ok: bool
-    action: str  # "unchanged", "in-sync", "applied", "rejected", "failed", "repaired"
-    started: float  # wall clock (time.time())
-    duration: float
-    delta: Delta = field(default_factory=lambda: Delta((), ()))
-    error: str | None = None
-
-
 class FrrApplyError(Exception):
     pass
 
 
+def _result(ok: bool, action: str, started: float, t0: float, delta: Delta | None = None,
+            error: str | None = None, recheck_after: float | None = None) -> ApplyResult:
+    """An ApplyResult of the FRR applier: its counts are the lines changed."""
+    counts, details = {}, {}
+    if delta is not None and not delta.empty:
+        counts = {"lines": TableCounts(added=len(delta.to_add), removed=len(delta.to_delete))}
+        details = {"delta": (*(f"- {x}" for x in delta.to_delete),
+                             *(f"+ {x}" for x in delta.to_add))}
+    return ApplyResult("frr", ok, action, started, time.monotonic() - t0, counts, error, details,
+                       recheck_after)
+
+
 class FrrApplier:
-    """Owns FRR's configuration. Not reentrant: the caller serialises calls (ApplyLoop)."""
+    """Owns FRR's configuration (agent.apply.contract). Not reentrant: the reconcile loop
+    serialises calls. FRR's sessions are observed by BgpObserver, not here: held() and
+    counts() are empty."""
+
+    name = "frr"
 
     def __init__(self, cfg: FrrConfig, drift_settle_seconds: float = DRIFT_SETTLE_SECONDS) -> None:
         self.cfg = cfg
         self.config_file = Path(cfg.config_file)
         self.drift_settle_seconds = drift_settle_seconds
         self.last_applied: str | None = None
-        self.last_result: ApplyResult | None = None
+        self._suspected: Delta | None = None  # drift seen by resync(), waiting to settle
+
+    async def start(self) -> None:
+        """Nothing to open: every step runs vtysh or frr-reload.py."""
+
+    async def close(self) -> None:
+        """Nothing to release; FRR keeps running what it runs."""
+
+    def held(self) -> Held:
+        return {}
+
+    def counts(self) -> Mapping[str, int]:
+        return {}
+
+    def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        return ()
+
+    async def report(self, outcome: Outcome) -> None:
+        """FRR has no side of its own to publish to."""
 
     def _pathspace(self) -> list[str]:
         return ["-N", self.cfg.pathspace] if self.cfg.pathspace else []
@@ -150,16 +175,27 @@ class FrrApplier:
         if res.returncode != 0:
             raise FrrApplyError(f"frr-reload.py --reload failed: {_tail(res.output)}")
 
-    async def apply(self, text: str) -> ApplyResult:
+    async def apply(self, desired: FrrDesired) -> ApplyResult:
+        """Render `desired` and apply it. A value the templates refuse (UnsafeValue: a validator
+        let something through) is a rejected apply: nothing reaches FRR, it keeps running the
+        last good config."""
+        started, t0 = time.time(), time.monotonic()
+        try:
+            text = render_frr(desired)
+        except UnsafeValue as exc:
+            return _result(False, "rejected", started, t0, error=f"not rendered: {exc}")
+        return await self.apply_text(text)
+
+    async def apply_text(self, text: str) -> ApplyResult:
         started, t0 = time.time(), time.monotonic()
         if text == self.last_applied:
-            return self._done(ApplyResult(True, "unchanged", started, 0.0))
+            return _result(True, "unchanged", started, t0)
+        self._suspected = None  # whatever drift was seen, this apply decides anew
         with self._staged(text) as candidate:
             try:
                 await self.check_syntax(candidate)
             except FrrApplyError as exc:
-                return self._done(ApplyResult(False, "rejected", started,
-                                              time.monotonic() - t0, error=str(exc)))
+                return _result(False, "rejected", started, t0, error=str(exc))
             try:
                 before = await self.delta(candidate)
                 if not before.empty:
@@ -169,32 +205,34 @@ class FrrApplier:
                         raise FrrApplyError(f"FRR did not take: {after.summary()}")
             except (FrrApplyError, TimeoutError) as exc:
                 await self._rollback()
-                return self._done(ApplyResult(False, "failed", started, time.monotonic() - t0,
-                                              error=str(exc) or "timed out"))
+                return _result(False, "failed", started, t0, error=str(exc) or "timed out")
             _atomic_replace(candidate, self.config_file)
         self.last_applied = text
         action = "applied" if not before.empty else "in-sync"
-        return self._done(ApplyResult(True, action, started, time.monotonic() - t0, before))
+        return _result(True, action, started, t0, before)
 
-    async def resync(self, lock: asyncio.Lock | None = None) -> ApplyResult | None:
+    async def resync(self) -> ApplyResult | None:
         """Repair drift between the last applied config and what FRR runs, and put the startup
         file back if something (`write memory` after a hand edit) replaced it; None if in sync.
         Drift is repaired only if it outlives a short settle time: a daemon watchfrr restarts
-        reloads the startup file itself, and repairing while it does only adds churn. `lock`
-        (the daemon's apply lock) is held while FRR is checked or changed, not while settling,
-        so an apply is never delayed by the wait."""
-        guard: contextlib.AbstractAsyncContextManager[object] = (
-            lock if lock is not None else contextlib.nullcontext())
-        async with guard:
-            drift = await self._drift()
+        reloads the startup file itself, and repairing while it does only adds churn. So the
+        first call that sees drift returns "drift-suspected" with `recheck_after`; the caller
+        (the reconcile loop, which holds the apply lock only while FRR is checked or changed,
+        never while settling) calls again then, and that call repairs what still differs."""
+        started, t0 = time.time(), time.monotonic()
+        if self._suspected is not None:
+            self._suspected = None
+            return await self._repair()
+        drift = await self._drift()
         if drift is None:
             return None
-        if self.drift_settle_seconds > 0:
-            log.info("FRR differs from the applied config (%s); checking again in %.1fs before "
-                     "repairing", drift.summary(3), self.drift_settle_seconds)
-            await asyncio.sleep(self.drift_settle_seconds)
-        async with guard:
+        if self.drift_settle_seconds <= 0:
             return await self._repair()
+        log.info("FRR differs from the applied config (%s); checking again in %.1fs before "
+                 "repairing", drift.summary(3), self.drift_settle_seconds)
+        self._suspected = drift
+        return _result(True, "drift-suspected", started, t0, drift,
+                       recheck_after=self.drift_settle_seconds)
 
     async def _drift(self) -> Delta | None:
         """What FRR runs differs from the last applied config by this; None if in sync or if
@@ -229,9 +267,8 @@ class FrrApplier:
                 if not after.empty:
                     raise FrrApplyError(f"FRR did not take: {after.summary()}")
             except (FrrApplyError, TimeoutError) as exc:
-                return self._done(ApplyResult(False, "failed", started, time.monotonic() - t0,
-                                              error=str(exc) or "timed out"))
-        return self._done(ApplyResult(True, "repaired", started, time.monotonic() - t0, drift))
+                return _result(False, "failed", started, t0, error=str(exc) or "timed out")
+        return _result(True, "repaired", started, t0, drift)
 
     async def _rollback(self) -> None:
         if self.last_applied is None:
@@ -279,14 +316,6 @@ class FrrApplier:
             yield path
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-
-    def _done(self, result: ApplyResult) -> ApplyResult:
-        if result.action != "unchanged":
-            self.last_result = result
-            level = logging.INFO if result.ok else logging.ERROR
-            log.log(level, "FRR %s in %.2fs%s", result.action, result.duration,
-                    f": {result.error}" if result.error else "")
-        return result
 
 
 def _atomic_replace(src: Path, dst: Path) -> None:

@@ -12,7 +12,7 @@ from importlib import resources
 
 import jinja2
 
-from agent.plan.build import FrrDesired
+from agent.plan.model import FrrDesired
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,253}$")
 

@@ -1,0 +1,258 @@
+"""The reconcile loop: cluster state -> plan() -> appliers -> observed state.
+
+Single-flight and coalescing: changes mark `Dirty`; one loop waits a short debounce, plans from
+the latest state and applies (data plane first, so the routes FRR redistributes already exist,
+then FRR). Changes that arrive during an apply cause exactly one more pass, never a queue, so a
+flapping object cannot start a reload storm. The loop owns the only apply lock: applies and
+resyncs never overlap, and appliers take no lock of their own.
+
+Nothing is applied before the first complete Node list: an empty store would mean withdrawing
+every session, and the agent never withdraws because the API server is down or slow. Anything
+may mark the plan dirty before that (on SONiC the first CRM reading does); the loop consumes the
+mark and waits, and the informer's first complete list marks it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from agent.apply.contract import Applier, ApplyResult, HardwareReading, Outcome
+from agent.cluster.nodes import cluster_state
+from agent.config import AgentConfig
+from agent.informers.informer import Informer
+from agent.informers.lldp import LldpPoller
+from agent.informers.pods import PodWatcher
+from agent.plan.build import plan
+from agent.plan.model import DataplaneDesired, FrrDesired, originated_only
+from agent.status.headroom import HeadroomMonitor
+from agent.status.metrics import Metrics
+from agent.status.model import EventLog, attachment_events, refusal_events
+from agent.status.state import ObservedState
+from agent.status.view import AgentView
+
+log = logging.getLogger(__name__)
+
+# Resync results that say nothing was wrong: not recorded, so the status keeps the last apply.
+QUIET_ACTIONS = ("in-sync", "unchanged")
+
+
+async def settled_resync(applier: Applier[Any],
+                         lock: asyncio.Lock | None = None) -> ApplyResult | None:
+    """One resync of `applier` (under `lock`); a result asking for a second look gets it after
+    its settle time, with the lock released meanwhile so applies go on."""
+    guard: contextlib.AbstractAsyncContextManager[object] = lock or contextlib.nullcontext()
+    while True:
+        async with guard:
+            result = await applier.resync()
+        if result is None or result.recheck_after is None:
+            return result
+        await asyncio.sleep(result.recheck_after)
+
+
+class Dirty:
+    """A change waiting for the reconcile loop, and since when (a change's latency runs from
+    its first mark to the end of the pass that applied it)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.since: float | None = None
+
+    def mark(self) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+        self._event.set()
+
+    @property
+    def pending(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def take(self) -> float | None:
+        """Consume the mark; returns when the first change it stood for arrived."""
+        self._event.clear()
+        since, self.since = self.since, None
+        return since
+
+
+class RuntimeFeedback:
+    """agent.apply.contract.Feedback: how appliers talk back to the runtime."""
+
+    def __init__(self, dirty: Dirty, headroom: HeadroomMonitor, state: ObservedState,
+                 events: EventLog) -> None:
+        self.dirty = dirty
+        self.headroom = headroom
+        self.state = state
+        self.events = events
+
+    def replan(self, reason: str) -> None:
+        log.debug("planning again: %s", reason)
+        self.dirty.mark()
+
+    def hardware(self, reading: HardwareReading) -> None:
+        """Admission is decided in plan() against the capacity: a larger table must admit the
+        nodes waiting for room at once, a smaller one must stop admitting, without waiting for
+        the next Node change."""
+        before = dict(self.headroom.capacity)
+        if not self.headroom.set_hardware(reading):
+            return
+        after = self.headroom.capacity
+        changed = sorted(str(r) for r in {*before, *after} if before.get(r) != after.get(r))
+        log.info("%s changed the hardware capacity of %s; planning again", reading.source,
+                 ", ".join(changed))
+        self.dirty.mark()
+
+    def offload_failed(self, per_family: Mapping[int, int]) -> None:
+        """Routes the ASIC refused (rt_offload_failed) make the data plane's health fail: their
+        traffic goes through the CPU, the silent overflow headroom exists to catch. One
+        threshold_crossed event when the count becomes non-zero, one when it is zero again."""
+        before = self.state.offload_failed_total()
+        self.state.offload_failed = {v: n for v, n in per_family.items() if n}
+        failed = self.state.offload_failed_total()
+        if failed == before:
+            return
+        if failed:
+            message = self.state.offload_message()
+            if before:
+                log.info("%s", message)
+            else:
+                log.warning("%s; their traffic goes through the CPU", message)
+                self.events.emit("threshold_crossed", "rt_offload_failed", message)
+        else:
+            message = "every route is offloaded to the ASIC again (no rt_offload_failed)"
+            log.info("%s", message)
+            self.events.emit("threshold_crossed", "rt_offload_failed", message)
+
+
+class Reconciler:
+    def __init__(self, config: AgentConfig, *, state: ObservedState, view: AgentView,
+                 nodes: Informer, lldp: LldpPoller | None, pods: PodWatcher | None,
+                 frr: Applier[FrrDesired], dataplane: Applier[DataplaneDesired],
+                 dirty: Dirty, headroom: HeadroomMonitor, events: EventLog, metrics: Metrics,
+                 on_reconciled: Callable[[], None]) -> None:
+        self.config = config
+        self.state = state
+        self.view = view
+        self.nodes = nodes
+        self.lldp = lldp
+        self.pods = pods
+        self.frr = frr
+        self.dataplane = dataplane
+        self.dirty = dirty
+        self.headroom = headroom
+        self.events = events
+        self.metrics = metrics
+        self.on_reconciled = on_reconciled  # publishes the status (and READY=1 the first time)
+        self._lock = asyncio.Lock()  # the only apply lock
+        self._programmed: tuple[str, ...] = ()  # nodes whose entries the hardware holds
+        self._known_refusals: set[str] = set()
+
+    @property
+    def appliers(self) -> tuple[Applier[Any], ...]:
+        return (self.dataplane, self.frr)
+
+    async def run(self) -> None:
+        debounce = self.config.frr.debounce_ms / 1000.0
+        while True:
+            await self.dirty.wait()
+            await asyncio.sleep(debounce)  # let the rest of a burst arrive
+            since = self.dirty.take()
+            if not self.nodes.synced:
+                continue  # the first complete list marks dirty again
+            await self.reconcile(since)
+
+    async def reconcile(self, since: float | None = None) -> None:
+        started = time.monotonic()
+        cluster = cluster_state(self.nodes.store.values())
+        # Admission uses the best capacity known (config > CRM > devlink > profile).
+        new = plan(self.config, cluster, self.lldp.neighbors if self.lldp else None,
+                   capacity=self.headroom.capacity, programmed=self._programmed)
+        before_attachments = self.view.attachments()
+        before_refusals = self.state.plan.refusals if self.state.plan else ()
+        self.state.plan, self.state.cluster = new, cluster
+        self._log_refusals([str(r) for r in new.refusals])
+        now = time.time()
+        for event in (*attachment_events(before_attachments, self.view.attachments(), now),
+                      *refusal_events(before_refusals, new.refusals, now)):
+            self.events.publish(event)
+
+        async with self._lock:
+            dataplane = self.record(await self.dataplane.apply(new.dataplane))
+            self.state.held = self.dataplane.held()
+            # SONiC originates the data plane's pod CIDRs with `network` statements: only those
+            # it holds (on Linux there are none; zebra redistributes the kernel's routes).
+            frr = self.record(await self.frr.apply(
+                originated_only(new.frr, self.state.held.get("routes", frozenset()))))
+        # Admission relies on what the hardware holds: the data plane's entries, and FRR's
+        # where the agent manages FRR.
+        frr_ok = frr.ok or frr.action == "not-managed"
+        if dataplane.ok and frr_ok and new.admission is not None:
+            self._programmed = new.admission.admitted
+        self.refresh_headroom()
+        await self.report()
+        if self.pods is not None:
+            self.pods.sync(a.node for a in new.attachments)
+        self.metrics.observe_reconcile(time.monotonic() - started)
+        if since is not None:
+            latency = round(time.monotonic() - since, 3)
+            self.state.last_reconcile_latency = latency
+            log.info("change to applied state: %.3fs", latency)
+        self.on_reconciled()
+
+    async def resync(self, applier: Applier[Any]) -> ApplyResult | None:
+        return await settled_resync(applier, self._lock)
+
+    async def resync_loop(self, applier: Applier[Any], interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self.state.plan is None:
+                continue  # nothing applied yet: nothing to drift from
+            result = await self.resync(applier)
+            if applier is self.dataplane:
+                self.state.held = self.dataplane.held()
+            if result is not None and result.action not in QUIET_ACTIONS:
+                self.record(result)
+            # Also rewrites what a restarted dependency lost (STATE_DB after a Redis restart).
+            await self.report()
+            self.on_reconciled()
+
+    def record(self, result: ApplyResult) -> ApplyResult:
+        previous = self.state.record(result)
+        self.metrics.observe_apply(result.applier, result.ok, result.action, result.duration)
+        if result.action != "unchanged":
+            (log.info if result.ok else log.error)(
+                "%s %s in %.2fs%s", result.applier, result.action, result.duration,
+                f": {result.error}" if result.error else "")
+        if previous is None or previous.ok != result.ok or result.changes:
+            changes = f" ({result.changes} changes)" if result.changes else ""
+            error = f": {result.error}" if result.error else ""
+            self.events.emit("apply_result", result.applier, f"{result.action}{error}{changes}")
+        return result
+
+    def refresh_headroom(self) -> None:
+        """What the tables hold against what the cluster wants; after each reconcile and each
+        BGP poll, so "used" follows the tables."""
+        if self.state.plan is not None:
+            self.headroom.update(self.state.plan, dict(self.dataplane.counts()))
+            self.state.headroom = self.headroom.rows
+
+    async def report(self) -> None:
+        if self.state.plan is None:
+            return
+        outcome = Outcome(self.state.plan, dict(self.state.results))
+        for applier in self.appliers:
+            await applier.report(outcome)
+
+    def _log_refusals(self, refusals: list[str]) -> None:
+        current = set(refusals)
+        for line in sorted(current - self._known_refusals):
+            log.warning("refused: %s", line)
+        for line in sorted(self._known_refusals - current):
+            log.info("no longer refused: %s", line)
+        self._known_refusals = current

@@ -1,0 +1,265 @@
+"""The reconcile loop and the runtime's feedback, without root: real plan(), real informer store,
+real headroom monitor, status file and view; the appliers are recording stand-ins.
+
+The stand-ins (RecordingApplier) say at their top what they are: they keep the contract of
+agent.apply.contract and remember what they were asked, so a test can prove what the loop did
+and did not apply. The real appliers are tested on their own (FRR against real daemons, Linux in
+namespaces and with a fake netlink channel, SONiC against a real redis-server) and together in
+tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from agent.apply.contract import ApplyResult, HardwareReading, Held, Outcome
+from agent.config import AgentConfig, parse_config
+from agent.headroom.resources import Capacity
+from agent.informers.informer import Informer
+from agent.informers.kubeapi import KubeApi
+from agent.runtime.reconcile import Dirty, Reconciler, RuntimeFeedback
+from agent.status.file import write_status_file
+from agent.status.headroom import HeadroomMonitor
+from agent.status.metrics import Metrics
+from agent.status.model import EventLog
+from agent.status.state import ObservedState
+from agent.status.view import AgentView
+
+
+class RecordingApplier:
+    """A stand-in applier (not a mock of any real one): keeps the contract, records every
+    desired state it is given, holds exactly what it was last asked for."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.applied: list[Any] = []
+        self.resyncs: list[ApplyResult | None] = []  # what resync() returns next, in order
+        self.reports: list[Outcome] = []
+        self.routes: frozenset[str] = frozenset()
+
+    async def start(self) -> None:
+        pass
+
+    async def apply(self, desired: Any) -> ApplyResult:
+        self.applied.append(desired)
+        if self.name == "dataplane":
+            self.routes = frozenset(desired.prefixes)
+        return ApplyResult(self.name, True, "applied", time.time(), 0.001)
+
+    async def resync(self) -> ApplyResult | None:
+        return self.resyncs.pop(0) if self.resyncs else None
+
+    async def close(self) -> None:
+        pass
+
+    def held(self) -> Held:
+        return {"routes": self.routes}
+
+    def counts(self) -> Mapping[str, int]:
+        return {}
+
+    def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        return ()
+
+    async def report(self, outcome: Outcome) -> None:
+        self.reports.append(outcome)
+
+
+def config(tmp_path: Path, **headroom: Any) -> AgentConfig:
+    return parse_config({
+        "switch": {"hostname": "leaf1", "asn": 65101, "router_id": "10.0.0.1"},
+        "fabric": {"server_ports": ["swp1", "swp2"], "pod_supernets": ["10.244.0.0/16"]},
+        "frr": {"debounce_ms": 0},
+        "kubernetes": {"watch_pods": False},
+        "headroom": headroom,
+        "status": {"state_file": str(tmp_path / "status.json")},
+    })
+
+
+def node(name: str, cidr: str, port: str, created: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "creationTimestamp": created,
+                         "annotations": {"kube-fabric-agent.io/switch-port": f"leaf1/{port}"}},
+            "spec": {"podCIDRs": [cidr]}, "status": {}}
+
+
+class Runtime:
+    """The runtime's pieces as daemon.Agent wires them, around two recording appliers."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.config = cfg
+        self.events = EventLog(max_events=100, max_age_seconds=3600)
+        self.dirty = Dirty()
+        self.nodes = Informer(cast(KubeApi, object()), "/api/v1/nodes",
+                              on_change=self.dirty.mark)
+        self.state = ObservedState(started_at=time.time(), hostname="leaf1", nodes=self.nodes)
+        self.view = AgentView(self.state)
+        self.headroom = HeadroomMonitor(cfg, self.events)
+        self.feedback = RuntimeFeedback(self.dirty, self.headroom, self.state, self.events)
+        self.frr = RecordingApplier("frr")
+        self.dataplane = RecordingApplier("dataplane")
+        self.reconciled = 0
+        self.reconciler = Reconciler(
+            cfg, state=self.state, view=self.view, nodes=self.nodes, lldp=None, pods=None,
+            frr=self.frr, dataplane=self.dataplane, dirty=self.dirty, headroom=self.headroom,
+            events=self.events, metrics=Metrics(), on_reconciled=self._reconciled)
+
+    def _reconciled(self) -> None:
+        self.reconciled += 1
+
+    def list_nodes(self, *objects: dict[str, Any]) -> None:
+        """What the informer does with a complete list."""
+        self.nodes.store = {o["metadata"]["name"]: o for o in objects}
+        self.nodes.synced = self.nodes.connected = True
+        self.dirty.mark()
+
+
+def status_file(rt: Runtime) -> Any:
+    write_status_file(rt.config.status.state_file, rt.state)
+    return json.loads(Path(rt.config.status.state_file).read_text())
+
+
+async def until(predicate: Callable[[], bool], what: str, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_nothing_is_applied_before_the_first_complete_node_list(tmp_path: Path) -> None:
+    rt = Runtime(config(tmp_path))
+    task = asyncio.create_task(rt.reconciler.run())
+    try:
+        # On SONiC the first CRM reading arrives before any Node list and changes the capacity:
+        # it marks the plan dirty. Planning now would apply an empty plan: every session gone.
+        rt.feedback.hardware(HardwareReading("crm", {"ipv4_routes": Capacity(8000, "crm")}))
+        assert rt.dirty.pending
+        await until(lambda: not rt.dirty.pending, "the loop to take the mark")
+        await asyncio.sleep(0.05)  # a pass that went ahead would have applied by now
+        assert rt.frr.applied == [] and rt.dataplane.applied == []
+        assert rt.reconciled == 0
+
+        rt.list_nodes(node("n1", "10.244.1.0/24", "swp1", "2026-01-01T00:00:00Z"))
+        await until(lambda: bool(rt.frr.applied), "the first apply")
+        peers = {p.port: p.node for p in rt.frr.applied[0].server_peers}
+        assert peers == {"swp1": "n1", "swp2": None}
+        assert len(rt.dataplane.applied) == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_hardware_capacity_change_plans_again(tmp_path: Path) -> None:
+    # devlink on Linux, CRM on SONiC: a table resized (devlink resource set + reload) must
+    # admit the nodes waiting for room at once, without waiting for a Node change.
+    rt = Runtime(config(tmp_path, profile="generic"))
+    rt.list_nodes(node("old", "10.244.1.0/24", "swp1", "2026-01-01T00:00:00Z"),
+                  node("new", "10.244.2.0/24", "swp2", "2026-01-02T00:00:00Z"))
+    small = HardwareReading("devlink", {"ipv4_routes": Capacity(2, "devlink:pci/x:/kvd")})
+    rt.feedback.hardware(small)
+    rt.dirty.take()
+    await rt.reconciler.reconcile()
+    admission = rt.frr.applied[-1]
+    assert [p.node for p in admission.server_peers if p.accept_v4] == ["old"]
+
+    rt.feedback.hardware(small)  # the same reading again: nothing to plan
+    assert not rt.dirty.pending
+    rt.feedback.hardware(HardwareReading("devlink", {"ipv4_routes": Capacity(64, "devlink:x")}))
+    assert rt.dirty.pending, "a larger table must re-plan admission"
+    rt.dirty.take()
+    await rt.reconciler.reconcile()
+    assert sorted(p.node for p in rt.frr.applied[-1].server_peers if p.accept_v4) == [
+        "new", "old"]
+    assert [r.source for r in rt.state.headroom if r.resource == "ipv4_routes"] == [
+        "devlink:x"]
+
+
+async def test_changes_during_an_apply_cause_exactly_one_more_pass(tmp_path: Path) -> None:
+    rt = Runtime(config(tmp_path))
+    gate = asyncio.Event()
+    applied = rt.dataplane.apply
+
+    async def slow_apply(desired: Any) -> ApplyResult:
+        await gate.wait()
+        return await applied(desired)
+
+    rt.dataplane.apply = slow_apply  # type: ignore[method-assign]
+    task = asyncio.create_task(rt.reconciler.run())
+    try:
+        rt.list_nodes(node("n1", "10.244.1.0/24", "swp1", "2026-01-01T00:00:00Z"))
+        await until(lambda: not rt.dirty.pending, "the first pass to start")
+        for _ in range(5):  # a burst while the first pass is applying
+            rt.dirty.mark()
+        gate.set()
+        await until(lambda: len(rt.frr.applied) == 2, "the second pass")
+        await asyncio.sleep(0.05)
+        assert len(rt.frr.applied) == 2 and not rt.dirty.pending
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_resync_asking_for_a_second_look_gets_it_without_holding_the_lock(
+    tmp_path: Path
+) -> None:
+    rt = Runtime(config(tmp_path))
+    rt.list_nodes(node("n1", "10.244.1.0/24", "swp1", "2026-01-01T00:00:00Z"))
+    rt.dirty.take()
+    await rt.reconciler.reconcile()
+    rt.frr.resyncs = [
+        ApplyResult("frr", True, "drift-suspected", time.time(), 0.0, recheck_after=0.2),
+        ApplyResult("frr", True, "repaired", time.time(), 0.1),
+    ]
+    resync = asyncio.create_task(rt.reconciler.resync(rt.frr))
+    await until(lambda: len(rt.frr.resyncs) == 1, "the first look")
+    await rt.reconciler.reconcile()  # an apply during the settle time is not held up
+    assert len(rt.frr.applied) == 2 and not resync.done()
+    result = await resync
+    assert result is not None and result.action == "repaired" and rt.frr.resyncs == []
+
+
+async def test_results_reach_the_status_events_and_the_appliers_report(tmp_path: Path) -> None:
+    rt = Runtime(config(tmp_path))
+    rt.list_nodes(node("n1", "10.244.1.0/24", "swp1", "2026-01-01T00:00:00Z"))
+    await rt.reconciler.reconcile()
+    assert rt.view.status().health == "ok"
+    assert [o.results["frr"].action for o in rt.frr.reports] == ["applied"]
+    assert [(e.subject, e.message) for e in rt.events.history() if e.kind == "apply_result"] \
+        == [("dataplane", "applied"), ("frr", "applied")]
+    doc = status_file(rt)
+    assert doc["frr_last_apply"]["action"] == "applied" and doc["frr_last_apply"]["ok"]
+    assert doc["attachments"][0]["node"] == "n1"
+    assert doc["summary"] == "Kubernetes API connected; 1 attachments, 0 refusals; FRR applied"
+
+
+def test_offload_failures_degrade_health_and_raise_one_event_each_way(tmp_path: Path) -> None:
+    rt = Runtime(config(tmp_path))
+    rt.nodes.synced = rt.nodes.connected = True
+    rt.feedback.offload_failed({4: 0, 6: 0})
+    assert rt.view.status().health == "ok"
+
+    rt.feedback.offload_failed({4: 1, 6: 1})
+    status = rt.view.status()
+    assert status.health == "degraded"
+    assert status.health_reasons == (
+        "last dataplane apply failed: 2 routes not offloaded to the ASIC (rt_offload_failed): "
+        "IPv4 1, IPv6 1",)
+    rt.feedback.offload_failed({4: 2, 6: 1})
+    assert "3 routes not offloaded" in rt.view.status().health_reasons[0]
+    on_disk = status_file(rt)
+    assert on_disk["offload_failed_routes"] == {"ipv4": 2, "ipv6": 1}
+
+    rt.feedback.offload_failed({4: 0, 6: 0})
+    assert rt.view.status().health == "ok"
+    crossed = [e for e in rt.events.history() if e.kind == "threshold_crossed"]
+    assert [(e.subject, e.message) for e in crossed] == [
+        ("rt_offload_failed",
+         "2 routes not offloaded to the ASIC (rt_offload_failed): IPv4 1, IPv6 1"),
+        ("rt_offload_failed",
+         "every route is offloaded to the ASIC again (no rt_offload_failed)"),
+    ]
+    rt.events.close()
