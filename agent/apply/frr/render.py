@@ -1,5 +1,9 @@
 """Render the desired FRR state into a complete frr.conf with the jinja2 templates of templates/.
 
+frr.conf.j2 is the only template that sees the whole FrrDesired; every other file defines one
+macro with explicit parameters, imported without context, so each piece can be rendered alone
+(tests/test_templates.py does, against tests/golden/pieces/).
+
 Values reaching a template were validated when they were read; the `token` filter checks once
 more at the last moment, so a validator bug cannot turn into an injected FRR command.
 """
@@ -45,6 +49,6 @@ def _environment() -> jinja2.Environment:
 
 def render_frr(frr: FrrDesired) -> str:
     text = _environment().get_template("frr.conf.j2").render(frr=frr)
-    # Collapse runs of "!" separators the includes leave behind; FRR ignores them, humans don't.
+    # Collapse runs of "!" separators the pieces leave behind; FRR ignores them, humans don't.
     text = re.sub(r"(?:^!\n){2,}", "!\n", text, flags=re.M)
     return text
