@@ -28,7 +28,7 @@ from jinja2 import meta
 from jinja2.runtime import Macro
 
 from agent.apply.frr.render import UnsafeValue, _environment
-from agent.plan.build import ServerPeer
+from agent.plan.model import ServerPeer
 
 PIECES = Path(__file__).parent / "golden" / "pieces"
 WHOLE_FILE = "frr.conf.j2"
