@@ -1,7 +1,8 @@
 """The agent's configuration file (YAML), validated with every error naming its key path.
 
-The keys of ../shared/contract.md are accepted by every version; the rest are extensions with
-defaults. Unknown keys are errors: a typo in a production config must not be silently ignored.
+The contract's keys (README, "Configuration reference") are accepted by every version; the rest
+are extensions with defaults. Unknown keys are errors: a typo in a production config must not be
+silently ignored.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Built-in ASIC capacity profiles: how many entries each hardware table of a known switch ASIC
-holds, every figure with its published source (../shared/reference/asic-scale.md).
+holds, every figure with its published source (vendor documentation, named in each figure's
+`source`, which `fabricctl headroom` shows).
 
 Naming: `<asic>` is the ASIC's default forwarding profile, `<asic>/<forwarding-profile>` one of
 its alternative partitions (`spectrum-2/lpm-balanced`); `<asic>/default` is accepted too.
@@ -226,10 +227,6 @@ def _build() -> dict[str, Profile]:
 PROFILES: Mapping[str, Profile] = MappingProxyType(_build())
 # Other spellings people use for the same silicon.
 ALIASES: Mapping[str, str] = MappingProxyType({"tomahawk+": "tomahawk"})
-
-
-def profile_names() -> tuple[str, ...]:
-    return tuple(PROFILES)
 
 
 def get_profile(name: str) -> Profile:

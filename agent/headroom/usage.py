@@ -1,7 +1,8 @@
 """The cluster's need: how many hardware entries the desired state takes, in
 total, and how many more nodes fit.
 
-The cost model of ../shared/reference/asic-scale.md (CostModel); per-node costs of a plan are
+The cost model (CostModel: what a node adds per table, as switchdev and SONiC's CRM count
+entries; README, "Hardware table headroom"); per-node costs of a plan are
 computed by agent.plan.costs with it. Per-node costs are additive on purpose: admission refuses
 whole nodes, so it needs what each node alone would add. Sharing (two overlay nodes behind one
 public IP) makes the real total smaller, never larger: the model errs on the safe side.

@@ -1,6 +1,6 @@
 """Apply a rendered frr.conf the way frr-reload.py does, and confirm FRR took it.
 
-Steps, each a reason a peer project got wrong (../shared/reference/frr-and-peers.md):
+Steps, each a mistake seen in other projects that drive FRR by reloading it (MetalLB, frr-k8s):
 1. unchanged text since the last confirmed apply -> nothing to do (no reload, no flap);
 2. `vtysh -C -f candidate` checks syntax before anything touches FRR;
 3. `frr-reload.py --test` computes the delta; an empty delta is not reloaded;
