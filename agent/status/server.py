@@ -372,7 +372,7 @@ class StatusServer:
         await self.stop()
 
 
-# ---- codec: status_model dataclasses <-> protobuf ----
+# ---- codec: agent.status.model dataclasses <-> protobuf ----
 
 _ENUM_PREFIX = {
     "Health": "HEALTH_",
