@@ -521,23 +521,6 @@ class Agent:
                             tls_client_ca=st.tls_client_ca)
 
 
-def enable_offload_notifications() -> None:
-    """Linux: ask the kernel to announce routes whose offload to the ASIC failed, and log what
-    happened per family once. Absent (kernels before 5.14) is a fact, not an error: such a
-    kernel has no offload-failed flag to announce. Refused: failures are then seen only in the
-    agent's route dumps."""
-    from agent.apply.linux.offload import FIB_NOTIFY_OFFLOAD_FAILED, enable_fib_notify
-
-    for outcome in enable_fib_notify(FIB_NOTIFY_OFFLOAD_FAILED):
-        name = f"net.ipv{outcome.family}.fib_notify_on_flag_change"
-        if outcome.status == "failed":
-            log.warning("%s: %s; offload failures are seen only in the agent's route dumps "
-                        "(set it to %d in sysctl.d: the unit's ProtectKernelTunables keeps "
-                        "/proc/sys read-only)", name, outcome.detail, FIB_NOTIFY_OFFLOAD_FAILED)
-        else:
-            log.info("%s: %s", name, outcome.detail)
-
-
 async def prepare_sonic(config: AgentConfig) -> tuple[AgentConfig, SonicDb, str | None]:
     """SONiC start-up: open the databases, fill the switch's identity from CONFIG_DB and decide
     whether FRR may be managed. Exits (status 2, like a bad config file) when a key is still
