@@ -199,23 +199,10 @@ class OffloadTracker:
             result[route.family] += 1
         return result
 
-    def failed(self) -> tuple[RouteOffload, ...]:
-        return tuple(sorted(self._failed.values(), key=lambda r: r.key))
-
     def __bool__(self) -> bool:
         """Whether any route counts: O(1), so a caller can skip decoding (pyroute2) the
         messages that could not change an empty tracker."""
         return bool(self._failed)
-
-
-def count_offload_failed(
-    messages: Iterable[RouteInput], protocol: int | None = None
-) -> dict[Family, int]:
-    """Offload-failed routes per family ({4: n, 6: m}) after replaying `messages` in order (a
-    dump, then notifications)."""
-    tracker = OffloadTracker(protocol)
-    tracker.apply(messages)
-    return tracker.counts()
 
 
 # ---- net.ipv{4,6}.fib_notify_on_flag_change ------------------------------------------------
