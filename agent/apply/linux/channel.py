@@ -9,7 +9,7 @@ The VTEP device and its addresses go through pyroute2's own requests (`link`, `a
 one of each, and their shapes are pyroute2's business.
 
 `Channel` is the interface the applier uses; `NetlinkChannel` is the real one. Tests give the
-applier a fake with the same interface (tests/test_linux_applier.py).
+applier a fake with the same interface (FakeKernel, tests/test_linux_fakes.py).
 """
 
 from __future__ import annotations

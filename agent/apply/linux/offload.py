@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
-# include/uapi/linux/rtnetlink.h
+# The kernel's uapi header linux/rtnetlink.h
 RTM_F_OFFLOAD = 0x4000  # route is offloaded to hardware
 RTM_F_TRAP = 0x8000  # route is in hardware but traps packets to the CPU (e.g. local routes)
 RTM_F_OFFLOAD_FAILED = 0x20000000  # hardware refused the route: traffic goes through the CPU

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# /proc/net/ipv6_route flags (include/uapi/linux/ipv6_route.h).
+# /proc/net/ipv6_route flags (the kernel's uapi header linux/ipv6_route.h).
 _RTF_CACHE = 0x01000000
 
 
