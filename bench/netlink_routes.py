@@ -27,17 +27,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.apply.linux.dataplane import LinuxDataplane
+from agent.apply.contract import HardwareReading
+from agent.apply.linux.applier import LinuxDataplane
 from agent.config import DataplaneConfig
 from agent.plan.model import DataplaneDesired, StaticRoute
 
 PROTO = 233
 VIA = "192.0.2.2"
+
+
+class IgnoredFeedback:
+    """The benchmark measures applies only: what the data plane reports back is dropped."""
+
+    def replan(self, reason: str) -> None:
+        pass
+
+    def hardware(self, reading: HardwareReading) -> None:
+        pass
+
+    def offload_failed(self, per_family: Mapping[int, int]) -> None:
+        pass
 
 
 def run(*args: str) -> str:
@@ -84,7 +98,7 @@ def bench_ip_batch(ns: str, nets: list[str], tmp: Path) -> tuple[float, float]:
 
 async def bench_agent(ns: str, nets: list[str], events: bool) -> tuple[float, float, float]:
     desired = DataplaneDesired(PROTO, tuple(StaticRoute("bench", p, VIA) for p in nets))
-    dp = LinuxDataplane(DataplaneConfig(route_protocol=PROTO), netns=ns)
+    dp = LinuxDataplane(DataplaneConfig(route_protocol=PROTO), IgnoredFeedback(), netns=ns)
     watcher: asyncio.Task[None] | None = None
     try:
         t = time.perf_counter()

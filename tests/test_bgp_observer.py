@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from agent.apply.frr.observer import PeerState, parse_summary, session_changes
-from agent.status.headroom import kernel_route_counts
+from agent.apply.linux.route_counts import kernel_route_counts
 
 SUMMARY = {
     "ipv4Unicast": {"peers": {

@@ -22,9 +22,13 @@ from typing import Any
 
 import pytest
 
-from agent.apply.linux.dataplane import LinuxDataplane
+from agent.apply.contract import ApplyResult
+from agent.apply.linux.applier import LinuxDataplane
+from agent.apply.linux.events import EventSocket
 from agent.config import DataplaneConfig
+from agent.errors import StartupError
 from agent.plan.model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer
+from tests.test_linux_fakes import RecordingFeedback
 
 PROTO = 233
 CFG = DataplaneConfig()
@@ -119,9 +123,26 @@ def ns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
+def errors(result: ApplyResult | None) -> list[tuple[str, str, str]]:
+    """(table, object, error) of each line of details["errors"] ("<table> <object>: <error>";
+    the objects of these tests hold no ": ")."""
+    assert result is not None
+    out = []
+    for line in result.details.get("errors", ()):
+        head, _, error = line.partition(": ")
+        table, _, obj = head.partition(" ")
+        out.append((table, obj, error))
+    return out
+
+
 @pytest.fixture
-async def dp(ns: str) -> AsyncIterator[LinuxDataplane]:
-    plane = LinuxDataplane(CFG, netns=ns)
+def feedback() -> RecordingFeedback:
+    return RecordingFeedback()
+
+
+@pytest.fixture
+async def dp(ns: str, feedback: RecordingFeedback) -> AsyncIterator[LinuxDataplane]:
+    plane = LinuxDataplane(CFG, feedback, netns=ns)
     await plane.start()
     try:
         yield plane
@@ -255,9 +276,8 @@ async def test_foreign_routes_and_neighbours_are_never_touched(ns: str,
     result = await dp.apply(DataplaneDesired(PROTO, STATIC))
     # 10.2.0.0/24 is held by another owner: reported with the object, the rest applied
     assert not result.ok and result.action == "partial"
-    assert [(e.table, e.object) for e in result.errors] == [("routes",
-                                                             "10.2.0.0/24 via 192.0.2.2")]
-    assert "EEXIST" in result.errors[0].error
+    assert [(t, o) for t, o, _ in errors(result)] == [("routes", "10.2.0.0/24 via 192.0.2.2")]
+    assert "EEXIST" in errors(result)[0][2]
     assert set(our_routes(ns)) == {"10.1.0.0/24", "fd00:2::/64"}
     held = js(ns, "route", "show", "10.2.0.0/24")
     assert [(r["gateway"], r["protocol"]) for r in held] == [("192.0.2.9", "static")]
@@ -344,10 +364,8 @@ async def test_vtep_mac_or_public_ip_change_leaves_nothing_stale(ns: str,
 # --- events, restart, failures ---------------------------------------------------------------
 
 
-async def test_tampered_objects_are_restored_within_a_second(ns: str,
-                                                             dp: LinuxDataplane) -> None:
-    tampered: list[float] = []
-    dp._on_tamper = lambda: tampered.append(time.monotonic())
+async def test_tampered_objects_are_restored_within_a_second(
+        ns: str, dp: LinuxDataplane, feedback: RecordingFeedback) -> None:
     await dp.apply(FULL)
     async with watching(dp):
         for undo, present in (
@@ -369,7 +387,7 @@ async def test_tampered_objects_are_restored_within_a_second(ns: str,
             assert took < 1.0
         bridge(ns, "fdb", "del", PEER2.vtep_mac, "dev", "flannel.1", "self")
         await await_for(lambda: PEER2.vtep_mac in fdb(ns), 1.0, "FDB entry restored")
-        await await_for(lambda: bool(tampered), 1.0, "on_tamper called")
+        await await_for(lambda: bool(feedback.replans), 1.0, "a new plan asked for")
         assert dp.last_repair is not None and dp.last_repair.ok
     # cancelling the event task left the data plane as it was
     assert set(our_routes(ns)) == {"10.1.0.0/24", "10.2.0.0/24", "fd00:2::/64",
@@ -384,7 +402,7 @@ async def test_a_foreign_takeover_is_left_alone_and_ours_returns_when_it_goes(
         await await_for(lambda: dp.last_repair is not None and not dp.last_repair.ok, 1.0,
                         "the repair noticing the takeover")
         assert dp.last_repair is not None
-        assert "EEXIST" in dp.last_repair.errors[0].error
+        assert "EEXIST" in errors(dp.last_repair)[0][2]
         assert [(r["gateway"], r["protocol"]) for r in js(ns, "route", "show", "10.1.0.0/24")
                 ] == [("192.0.2.9", "static")]
         sh(ns, "route", "del", "10.1.0.0/24", "proto", "static")
@@ -394,25 +412,26 @@ async def test_a_foreign_takeover_is_left_alone_and_ours_returns_when_it_goes(
 async def test_lost_events_lead_to_a_full_resync(ns: str, dp: LinuxDataplane) -> None:
     await dp.apply(DataplaneDesired(PROTO, STATIC))
     async with watching(dp):
-        before = dp._events
-        assert before is not None
+        before = dp._events.source
+        assert isinstance(before, EventSocket)
         before.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel minimum
         many = tuple(StaticRoute("m", f"10.100.{i // 256}.{i % 256}/32", "192.0.2.2")
                      for i in range(3000))
         assert (await dp.apply(DataplaneDesired(PROTO, STATIC + many))).ok
-        await await_for(lambda: dp._events is not before, 2.0, "the event socket reopened")
+        await await_for(lambda: dp._events.source is not before, 2.0,
+                        "the event socket reopened")
         sh(ns, "route", "del", "10.2.0.0/24", "proto", str(PROTO))
         await await_for(lambda: "10.2.0.0/24" in our_routes(ns), 1.0, "repair after overflow")
     assert len(our_routes(ns)) == 3003
 
 
 async def test_restarted_agent_adopts_and_changes_nothing(ns: str) -> None:
-    first = LinuxDataplane(CFG, netns=ns)
+    first = LinuxDataplane(CFG, RecordingFeedback(), netns=ns)
     await first.start()
     assert (await first.apply(FULL)).ok
     await first.close()  # stopping leaves everything in place
     assert len(our_routes(ns)) == 5 and len(fdb(ns)) == 2
-    second = LinuxDataplane(CFG, netns=ns)
+    second = LinuxDataplane(CFG, RecordingFeedback(), netns=ns)
     try:
         with kernel_events(ns) as events:
             await second.start()
@@ -429,9 +448,8 @@ async def test_partial_failure_is_reported_and_the_rest_applied(ns: str,
     bad = StaticRoute("far", "10.9.0.0/24", "203.0.113.9")  # no route to the next hop
     result = await dp.apply(DataplaneDesired(PROTO, (*STATIC, bad), VTEP, (PEER1,)))
     assert not result.ok and result.action == "partial"
-    assert [(e.table, e.object) for e in result.errors] == [("routes",
-                                                             "10.9.0.0/24 via 203.0.113.9")]
-    assert "ENETUNREACH" in result.errors[0].error
+    assert [(t, o) for t, o, _ in errors(result)] == [("routes", "10.9.0.0/24 via 203.0.113.9")]
+    assert "ENETUNREACH" in errors(result)[0][2]
     assert result.error and "10.9.0.0/24" in result.error
     assert set(our_routes(ns)) == {"10.1.0.0/24", "10.2.0.0/24", "fd00:2::/64", "10.244.1.0/24"}
     # the failed route stays pending: it is installed once its next hop becomes reachable
@@ -446,8 +464,7 @@ async def test_an_overlay_peer_failing_midway_is_undone(ns: str, dp: LinuxDatapl
     # (flannel's undo), the route is never written, and the other peer is unaffected.
     broken = VxlanPeer("n3", "10.244.3.0/24", "10.244.3.0", "aa:bb:cc:00:00:03", "2001:db8::99")
     result = await dp.apply(DataplaneDesired(PROTO, (), VTEP, (PEER1, broken)))
-    assert [(e.table, e.object.split()[0]) for e in result.errors] == [("fdb",
-                                                                        "aa:bb:cc:00:00:03")]
+    assert [(t, o.split()[0]) for t, o, _ in errors(result)] == [("fdb", "aa:bb:cc:00:00:03")]
     assert permanent_neighbours(ns, "flannel.1") == {"10.244.1.0": PEER1.vtep_mac}
     assert set(fdb(ns)) == {PEER1.vtep_mac}
     assert set(our_routes(ns)) == {"10.244.1.0/24"}
@@ -456,12 +473,12 @@ async def test_an_overlay_peer_failing_midway_is_undone(ns: str, dp: LinuxDatapl
 
 async def test_a_device_of_the_vtep_name_that_is_not_vxlan_is_left_alone(ns: str) -> None:
     sh(ns, "link", "add", "flannel.1", "type", "veth", "peer", "name", "other0")
-    plane = LinuxDataplane(CFG, netns=ns)
+    plane = LinuxDataplane(CFG, RecordingFeedback(), netns=ns)
     await plane.start()
     try:
         result = await plane.apply(DataplaneDesired(PROTO, STATIC[:1], VTEP, (PEER1,)))
         assert not result.ok
-        assert {e.table for e in result.errors} == {"links", "neighbors"}
+        assert {t for t, _, _ in errors(result)} == {"links", "neighbors"}
         assert "10.1.0.0/24" in our_routes(ns)  # the rest still applied
         removed = await plane.apply(DataplaneDesired(PROTO))
         assert removed.counts["links"].removed == 0
@@ -472,8 +489,10 @@ async def test_a_device_of_the_vtep_name_that_is_not_vxlan_is_left_alone(ns: str
 
 async def test_a_missing_namespace_is_an_error_not_a_new_namespace() -> None:
     name = f"kfn-dp-absent-{secrets.token_hex(3)}"
-    plane = LinuxDataplane(CFG, netns=name)
-    with pytest.raises(OSError):
+    plane = LinuxDataplane(CFG, RecordingFeedback(), netns=name)
+    with pytest.raises(StartupError) as raised:
         await plane.start()
+    assert isinstance(raised.value.__cause__, OSError), raised.value.__cause__
+    assert name in str(raised.value)
     await plane.close()
     assert name not in sh_netns_list()

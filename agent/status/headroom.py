@@ -8,22 +8,17 @@ read, else the defaults. Threshold crossings are logged once and become events.
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from agent.config import AgentConfig
-from agent.headroom.devlink import views
 from agent.headroom.profiles import capacity_for
 from agent.headroom.report import HeadroomInfo, build_report
 from agent.headroom.resources import RESOURCES, Capacity, Observed, Resource, check_resource
 from agent.headroom.thresholds import Threshold, ThresholdTracker, ThresholdType
 from agent.headroom.usage import per_node_cost, total
 from agent.plan.model import Plan
-from agent.process import run_command
 from agent.status.model import EventLog
 
 if TYPE_CHECKING:
@@ -32,59 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CRM_SOURCE = "crm"
-
-
-async def discover_devlink() -> dict[str, Capacity]:
-    """Per-resource capacities the switch ASIC's driver reports through devlink, if any."""
-    devlink = shutil.which("devlink")
-    if devlink is None:
-        return {}
-    try:
-        res = await run_command([devlink, "-j", "resource", "show"], limit_seconds=10.0)
-        if res.returncode != 0 or not res.stdout.strip():
-            return {}
-        found: dict[str, Capacity] = {}
-        for view in views(json.loads(res.stdout)):
-            for note in view.notes:
-                log.info("devlink %s", note)
-            found.update(view.capacities)
-        return found
-    except (OSError, ValueError, TimeoutError) as exc:
-        log.info("no devlink resources: %s", exc)
-        return {}
-
-
-# /proc/net/ipv6_route flags (include/uapi/linux/ipv6_route.h).
-_RTF_CACHE = 0x01000000
-
-
-def _ipv6_route_takes_a_slot(fields: list[str]) -> bool:
-    """Whether a switchdev driver programs this IPv6 route, by mlxsw's rule
-    (mlxsw_sp_fib6_rt_should_ignore, since Linux 5.8: multicast destinations and cached
-    clones are ignored; link-local host entries are programmed as traps), and not the
-    loopback's own entries (::1, the null route)."""
-    if len(fields) < 10:
-        return False
-    dst, flags, dev = fields[0].lower(), int(fields[8], 16), fields[9]
-    return not (dev == "lo" or dst.startswith("ff") or flags & _RTF_CACHE)
-
-
-def kernel_route_counts(proc: Path = Path("/proc/net")) -> dict[str, int]:
-    """Routes the kernel holds, counted cheaply from procfs (no dump over netlink): the main
-    IPv4 table, and the IPv6 routes an ASIC would hold (_ipv6_route_takes_a_slot)."""
-    counts: dict[str, int] = {}
-    try:
-        with open(proc / "route") as f:
-            counts["ipv4_routes"] = max(0, sum(1 for _ in f) - 1)  # minus the header
-    except OSError:
-        pass
-    try:
-        with open(proc / "ipv6_route") as f:
-            counts["ipv6_routes"] = sum(1 for line in f
-                                        if _ipv6_route_takes_a_slot(line.split()))
-    except OSError:
-        pass
-    return counts
 
 
 def _crm_threshold(counters: tuple[CrmCounter, ...]) -> Threshold:

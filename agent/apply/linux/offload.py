@@ -14,12 +14,17 @@ Pure parsing of route messages in three forms:
 - plain dicts of the same shape (`{"family": 2, "dst_len": 24, "flags": ..., "attrs":
   [("RTA_DST", "10.0.0.0")], "header": {"type": 24}}`), which is what tests craft;
 - raw bytes of one or more netlink messages, as read from a NETLINK_ROUTE socket.
+
+The Linux applier keeps two OffloadTrackers (its own routes, everyone else's: FRR's BGP routes
+fill the same hardware table) fed from its events and dumps (agent.apply.linux.view.feed_offload)
+and sets the sysctl at start (`enable_offload_notifications`).
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import socket
 import struct
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,7 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-# include/uapi/linux/rtnetlink.h
+log = logging.getLogger(__name__)
+
+# The kernel's uapi header linux/rtnetlink.h
 RTM_F_OFFLOAD = 0x4000  # route is offloaded to hardware
 RTM_F_TRAP = 0x8000  # route is in hardware but traps packets to the CPU (e.g. local routes)
 RTM_F_OFFLOAD_FAILED = 0x20000000  # hardware refused the route: traffic goes through the CPU
@@ -192,18 +199,10 @@ class OffloadTracker:
             result[route.family] += 1
         return result
 
-    def failed(self) -> tuple[RouteOffload, ...]:
-        return tuple(sorted(self._failed.values(), key=lambda r: r.key))
-
-
-def count_offload_failed(
-    messages: Iterable[RouteInput], protocol: int | None = None
-) -> dict[Family, int]:
-    """Offload-failed routes per family ({4: n, 6: m}) after replaying `messages` in order (a
-    dump, then notifications)."""
-    tracker = OffloadTracker(protocol)
-    tracker.apply(messages)
-    return tracker.counts()
+    def __bool__(self) -> bool:
+        """Whether any route counts: O(1), so a caller can skip decoding (pyroute2) the
+        messages that could not change an empty tracker."""
+        return bool(self._failed)
 
 
 # ---- net.ipv{4,6}.fib_notify_on_flag_change ------------------------------------------------
@@ -264,3 +263,18 @@ def enable_fib_notify(
         outcomes.append(SysctlOutcome(family, str(path), "set", previous,
                                       f"{previous} -> {value}"))
     return tuple(outcomes)
+
+
+def enable_offload_notifications(proc_sys: Path = Path("/proc/sys")) -> None:
+    """Ask the kernel to announce routes whose offload to the ASIC failed, and log what
+    happened per family once. Absent (kernels before 5.14) is a fact, not an error: such a
+    kernel has no offload-failed flag to announce. Refused: failures are then seen only in the
+    agent's route dumps."""
+    for outcome in enable_fib_notify(FIB_NOTIFY_OFFLOAD_FAILED, proc_sys=proc_sys):
+        name = f"net.ipv{outcome.family}.fib_notify_on_flag_change"
+        if outcome.status == "failed":
+            log.warning("%s: %s; offload failures are seen only in the agent's route dumps "
+                        "(set it to %d in sysctl.d: the unit's ProtectKernelTunables keeps "
+                        "/proc/sys read-only)", name, outcome.detail, FIB_NOTIFY_OFFLOAD_FAILED)
+        else:
+            log.info("%s: %s", name, outcome.detail)

@@ -22,7 +22,7 @@ from agent.apply.linux.offload import (
     RTMSG,
     RTNH_F_OFFLOAD,
     OffloadTracker,
-    count_offload_failed,
+    RouteInput,
     decode_flags,
     enable_fib_notify,
     fib_notify_sysctl_paths,
@@ -31,6 +31,14 @@ from agent.apply.linux.offload import (
 )
 
 AGENT_PROTO = 233
+
+
+def failed_per_family(messages: list[Any], protocol: int | None = None) -> dict[int, int]:
+    """Offload-failed routes per family after replaying `messages` in order (a dump, then
+    notifications), as the applier's trackers count them."""
+    tracker = OffloadTracker(protocol)
+    tracker.apply(messages)
+    return dict(tracker.counts())
 
 
 def route(prefix: str, flags: int = 0, event: int = RTM_NEWROUTE, proto: int = AGENT_PROTO,
@@ -140,7 +148,7 @@ def test_count_offload_failed_per_family() -> None:
         route("fd00:1::/64", RTM_F_OFFLOAD_FAILED),
         route("fd00:2::/64", RTM_F_TRAP),
     ]
-    assert count_offload_failed(dump) == {4: 2, 6: 1}
+    assert failed_per_family(dump) == {4: 2, 6: 1}
 
 
 def test_notifications_clear_and_delete_failed_routes() -> None:
@@ -158,22 +166,31 @@ def test_same_prefix_other_metric_or_table_is_another_route() -> None:
             route("10.244.2.0/24", RTM_F_OFFLOAD_FAILED, priority=20),
             route("10.244.2.0/24", RTM_F_OFFLOAD_FAILED, table=100),
             route("10.244.2.0/24", RTM_F_OFFLOAD, priority=10)]
-    assert count_offload_failed(msgs) == {4: 2, 6: 0}
+    assert failed_per_family(msgs) == {4: 2, 6: 0}
 
 
 def test_protocol_filter_counts_only_the_agents_routes() -> None:
     msgs = [route("10.244.2.0/24", RTM_F_OFFLOAD_FAILED),
             route("10.99.0.0/24", RTM_F_OFFLOAD_FAILED, proto=186)]  # FRR's BGP route
-    assert count_offload_failed(msgs) == {4: 2, 6: 0}
-    assert count_offload_failed(msgs, protocol=AGENT_PROTO) == {4: 1, 6: 0}
+    assert failed_per_family(msgs) == {4: 2, 6: 0}
+    assert failed_per_family(msgs, protocol=AGENT_PROTO) == {4: 1, 6: 0}
 
 
 def test_mixed_inputs_in_one_replay() -> None:
-    msgs: list[Any] = [hand_packed_v4("10.244.1.0", 24, RTM_F_OFFLOAD_FAILED),
-                       route("fd00:1::/64", RTM_F_OFFLOAD_FAILED)]
+    msgs: list[RouteInput] = [hand_packed_v4("10.244.1.0", 24, RTM_F_OFFLOAD_FAILED),
+                              route("fd00:1::/64", RTM_F_OFFLOAD_FAILED)]
     tracker = OffloadTracker()
     tracker.apply(msgs)
-    assert [r.prefix for r in tracker.failed()] == ["10.244.1.0/24", "fd00:1::/64"]
+    assert tracker.counts() == {4: 1, 6: 1} and tracker
+    # Each was recorded under its own route's identity: a message of the same prefix in the
+    # other form (and no other prefix) clears it.
+    tracker.apply([route("10.244.9.0/24", RTM_F_OFFLOAD),
+                   pyroute2_bytes("fd00:9::/64", RTM_F_OFFLOAD)])
+    assert tracker.counts() == {4: 1, 6: 1}
+    tracker.apply([route("10.244.1.0/24", RTM_F_OFFLOAD)])
+    assert tracker.counts() == {4: 0, 6: 1}
+    tracker.apply([pyroute2_bytes("fd00:1::/64", RTM_F_OFFLOAD)])
+    assert tracker.counts() == {4: 0, 6: 0} and not tracker
 
 
 # ---- sysctl --------------------------------------------------------------------------------

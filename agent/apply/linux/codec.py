@@ -1,25 +1,20 @@
-"""Per-table delta trackers and the rtnetlink codecs of the tables the agent owns in bulk.
+"""The rtnetlink wire format of the tables the agent owns in bulk: routes, neighbours, FDB
+entries, their dumps, and the few link and address fields the event judge reads.
 
-A `DeltaTracker` holds, per table, what the agent wants (desired) and what it believes the kernel
-holds (dataplane, refreshed by dumps and by its own acknowledged writes), and keeps the difference
-up to date incrementally: pending updates (keys to add or change) and pending deletions (owned
-keys nobody wants). This is Calico felix's design: an apply sends exactly the pending delta, an
-unchanged desired state costs no netlink message, and a failed write simply stays pending until
-the next pass.
+Messages are built and parsed with `struct` instead of pyroute2's nlmsg classes: encoding one
+route with pyroute2's `rtmsg` costs ~70 us and parsing one ~65 us, which alone would be slower
+than `ip -batch` at 100,000 routes; packing one costs ~1 us. The pyroute2 socket still carries
+every message (agent.apply.linux.channel).
 
-The codecs build and parse route, neighbour and FDB messages with `struct` instead of pyroute2's
-nlmsg classes: encoding one route with pyroute2's `rtmsg` costs ~70 us and parsing one ~65 us,
-which alone would be slower than `ip -batch` at 100,000 routes; packing one costs ~1 us. The
-pyroute2 socket still carries every message (see linux_dataplane.py).
+Pure functions on bytes: no socket, no state.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Generic, NamedTuple, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from pyroute2.netlink import (
     NLM_F_ACK,
@@ -40,96 +35,6 @@ from pyroute2.netlink.rtnl import (
 )
 from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_PERMANENT
 from pyroute2.netlink.rtnl.rtmsg import RTNH_F_ONLINK
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-# --- the delta tracker -----------------------------------------------------------------------
-
-
-class DeltaTracker(Generic[K, V]):
-    """Desired vs dataplane for one table, with the difference maintained on every change.
-
-    Values are compared with ==, so they must be normalised (canonical address strings, lower
-    case MACs) by whoever builds them from the desired state and from the kernel.
-    """
-
-    def __init__(self) -> None:
-        self._desired: dict[K, V] = {}
-        self._dataplane: dict[K, V] = {}
-        self._updates: dict[K, V] = {}
-        self._deletions: set[K] = set()
-
-    @property
-    def desired(self) -> Mapping[K, V]:
-        return self._desired
-
-    @property
-    def dataplane(self) -> Mapping[K, V]:
-        return self._dataplane
-
-    @property
-    def in_sync(self) -> bool:
-        return not self._updates and not self._deletions
-
-    def pending_updates(self) -> list[tuple[K, V]]:
-        """Keys to add or change, with their desired value (a snapshot: safe to write through)."""
-        return list(self._updates.items())
-
-    def pending_deletions(self) -> list[K]:
-        return list(self._deletions)
-
-    def replace_desired(self, desired: dict[K, V]) -> None:
-        self._desired = desired
-        self._rediff()
-
-    def replace_dataplane(self, observed: dict[K, V]) -> None:
-        """A full dump of the table: everything not in it is gone from the kernel."""
-        self._dataplane = observed
-        self._rediff()
-
-    def dataplane_set(self, key: K, value: V) -> None:
-        self._dataplane[key] = value
-        self._recompute(key)
-
-    def dataplane_delete(self, key: K) -> None:
-        self._dataplane.pop(key, None)
-        self._recompute(key)
-
-    def _rediff(self) -> None:
-        # Whole-table diff in comprehensions and set operations (C loops): 100,000 routes in
-        # ~20 ms, where a per-key recompute costs ten times that.
-        plane = self._dataplane
-        missing = object()
-        self._updates = {k: v for k, v in self._desired.items() if plane.get(k, missing) != v}
-        self._deletions = plane.keys() - self._desired.keys()
-
-    def _recompute(self, key: K) -> None:
-        if key not in self._desired:
-            self._updates.pop(key, None)
-            if key in self._dataplane:
-                self._deletions.add(key)
-            else:
-                self._deletions.discard(key)
-            return
-        self._deletions.discard(key)
-        want = self._desired[key]
-        if key in self._dataplane and self._dataplane[key] == want:
-            self._updates.pop(key, None)
-        else:
-            self._updates[key] = want
-
-
-@dataclass
-class TableCounts:
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.added + self.changed + self.removed
-
 
 # --- netlink wire format ---------------------------------------------------------------------
 
@@ -440,3 +345,34 @@ def encode_fdb_del(seq: int, ifindex: int, mac: str) -> bytes:
 
 def encode_fdb_dump(seq: int, ifindex: int) -> bytes:
     return encode_neigh_dump(seq, AF_BRIDGE, ifindex)
+
+
+# --- links and addresses (events only: the VTEP itself is read through pyroute2) -------------
+
+IFINFOMSG = struct.Struct("=BBHiII")  # family, pad, type, index, flags, change
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU = 1, 3, 4
+IFF_UP = 0x1
+
+
+class DecodedLink(NamedTuple):
+    index: int
+    flags: int  # IFF_*
+    name: str  # "" when the message does not carry it
+    mtu: int | None  # None: not in the message
+    mac: str | None
+
+
+def decode_link(data: bytes, offset: int, end: int) -> DecodedLink:
+    """One RTM_NEWLINK/DELLINK (events)."""
+    _family, _pad, _type, index, flags, _change = IFINFOMSG.unpack_from(data, offset + 16)
+    found = attrs(data, offset + 32, end)
+    name = found.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace")
+    mtu = U32.unpack(found[IFLA_MTU])[0] if IFLA_MTU in found else None
+    mac = found[IFLA_ADDRESS].hex(":") if IFLA_ADDRESS in found else None
+    return DecodedLink(index, flags, name, mtu, mac)
+
+
+def addr_ifindex(data: bytes, offset: int) -> int:
+    """The device of one RTM_NEWADDR/DELADDR (ifaddrmsg's index, after family, prefixlen,
+    flags and scope)."""
+    return int(U32.unpack_from(data, offset + 20)[0])
