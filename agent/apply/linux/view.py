@@ -8,7 +8,7 @@ the VTEP, and the VTEP itself. The dataplane side of each tracker holds only tho
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_NEWROUTE
 
@@ -16,11 +16,31 @@ from agent.apply.linux.codec import RT_TABLE_MAIN, RTMSG, RouteKey, RouteValue, 
 from agent.apply.linux.delta import DeltaTracker
 from agent.apply.linux.offload import RTM_F_OFFLOAD_FAILED, OffloadTracker
 
-if TYPE_CHECKING:
-    from agent.apply.linux.vtep import VtepSpec
-
 LINKS, ROUTES, NEIGHBORS, FDB = "links", "routes", "neighbors", "fdb"
 TABLES = (LINKS, NEIGHBORS, FDB, ROUTES)  # also the order in which they are observed
+
+
+@dataclass(frozen=True)
+class VtepSpec:
+    """The VTEP as the agent compares it: desired from VtepDevice, observed from the kernel."""
+
+    vni: int
+    port: int
+    local: str
+    ttl: int
+    tos: int
+    learning: bool
+    udp_csum: bool
+    bound: int  # IFLA_VXLAN_LINK: 0 = no underlay device binding
+    mtu: int
+    mac: str
+    up: bool
+    addresses: frozenset[str]  # "addr/plen", IPv6 link-local left out (the kernel's own)
+
+    def needs_recreate(self, other: VtepSpec) -> bool:
+        """Attributes the kernel cannot change on a live vxlan device."""
+        keep = ("vni", "port", "local", "ttl", "tos", "learning", "udp_csum", "bound")
+        return any(getattr(self, a) != getattr(other, a) for a in keep)
 
 
 class KernelView:

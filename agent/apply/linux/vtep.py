@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -21,7 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from agent.apply.linux.channel import GONE_ON_DELETE, Channel, nlerr
 from agent.apply.linux.codec import IFF_UP
 from agent.apply.linux.results import ObjectError, Tally
-from agent.apply.linux.view import LINKS, KernelView
+from agent.apply.linux.view import LINKS, KernelView, VtepSpec
 from agent.plan.model import VtepDevice
 
 log = logging.getLogger(__name__)
@@ -30,29 +29,6 @@ log = logging.getLogger(__name__)
 # what the host stack would use.
 VTEP_TTL = 64
 VTEP_TOS_INHERIT = 1
-
-
-@dataclass(frozen=True)
-class VtepSpec:
-    """The VTEP as the agent compares it: desired from VtepDevice, observed from the kernel."""
-
-    vni: int
-    port: int
-    local: str
-    ttl: int
-    tos: int
-    learning: bool
-    udp_csum: bool
-    bound: int  # IFLA_VXLAN_LINK: 0 = no underlay device binding
-    mtu: int
-    mac: str
-    up: bool
-    addresses: frozenset[str]  # "addr/plen", IPv6 link-local left out (the kernel's own)
-
-    def needs_recreate(self, other: VtepSpec) -> bool:
-        """Attributes the kernel cannot change on a live vxlan device."""
-        keep = ("vni", "port", "local", "ttl", "tos", "learning", "udp_csum", "bound")
-        return any(getattr(self, a) != getattr(other, a) for a in keep)
 
 
 def desired_vtep(dev: VtepDevice, observed: VtepSpec | None) -> VtepSpec:
