@@ -17,11 +17,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
+from agent.apply.backends import Backend
 from agent.apply.contract import ApplyResult, HardwareReading, Held, Outcome
 from agent.config import AgentConfig, parse_config
 from agent.headroom.resources import Capacity
 from agent.informers.informer import Informer
 from agent.informers.kubeapi import KubeApi
+from agent.runtime.daemon import Agent
 from agent.runtime.reconcile import Dirty, Reconciler, RuntimeFeedback
 from agent.status.file import write_status_file
 from agent.status.headroom import HeadroomMonitor
@@ -263,3 +267,26 @@ def test_offload_failures_degrade_health_and_raise_one_event_each_way(tmp_path: 
          "every route is offloaded to the ASIC again (no rt_offload_failed)"),
     ]
     rt.events.close()
+
+
+async def test_a_loop_that_ends_takes_the_agent_down(tmp_path: Path) -> None:
+    """No task may die alone: a loop that returns (here the Node informer, as a bug would make
+    it) ends the agent with an error naming it, so systemd restarts it; the others stop."""
+    cfg = config(tmp_path).model_copy(update={"status": config(tmp_path).status.model_copy(
+        update={"socket": str(tmp_path / "agent.sock")})})
+    closed: list[str] = []
+
+    async def close() -> None:
+        closed.append("backend")
+
+    dataplane = RecordingApplier("dataplane")
+    backend = Backend(cfg, RecordingApplier("frr"), lambda feedback: dataplane, close)
+    agent = Agent(cast(KubeApi, object()), backend)
+
+    async def informer_that_returns() -> None:
+        await asyncio.sleep(0.05)
+
+    agent.nodes.run = informer_that_returns  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="loop informer_that_returns ended"):
+        await asyncio.wait_for(agent.run(), 10.0)
+    assert not (tmp_path / "agent.sock").exists(), "the status server was stopped"
