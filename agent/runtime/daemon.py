@@ -165,14 +165,6 @@ class Agent:
             self._state_db = StateDbPublisher(db)
             self._dataplane_tasks.append(self.crm_loop)
 
-    def _ifname_for(self, ip: str) -> str | None:
-        """The port toward a static node's InternalIP (SONiC routes name their egress port)."""
-        p = self.state.plan
-        if p is None:
-            return None
-        node = next((r.node for r in p.dataplane.static_routes if r.via == ip), None)
-        return next((a.port for a in p.attachments if a.node == node), None)
-
     # -- reconciliation ------------------------------------------------------------------------
     async def reconcile_loop(self) -> None:
         debounce = self.config.frr.debounce_ms / 1000.0

@@ -23,12 +23,9 @@ from lab.redis_server import RedisServer
 PORTS = {"192.168.10.1": "Ethernet0", "192.168.10.2": "Ethernet4", "192.168.10.3": "Ethernet8"}
 
 
-def ifname_for(ip: str) -> str | None:
-    return PORTS.get(ip)
-
-
 def static(node: str, prefix: str, via: str) -> StaticRoute:
-    return StaticRoute(node=node, prefix=prefix, via=via)
+    """A static node's route out of the port its address is cabled to (None: not attached)."""
+    return StaticRoute(node=node, prefix=prefix, via=via, port=PORTS.get(via))
 
 
 VTEP = VtepDevice(name="flannel.1", vni=1, port=4789, local="10.0.0.1", mtu=1450, mac=None,
@@ -90,7 +87,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0)
 
 @pytest.fixture
 async def applier(sonic_db: SonicDb):  # type: ignore[no-untyped-def]
-    dp = SonicDataplane(sonic_db, ifname_for, probe_interval=0.1)
+    dp = SonicDataplane(sonic_db, probe_interval=0.1)
     await dp.start()
     try:
         yield dp
@@ -294,13 +291,13 @@ async def test_agent_restart_deletes_exactly_its_keys(
 ) -> None:
     r1 = static("node-1", "10.244.1.0/24", "192.168.10.1")
     r2 = static("node-2", "10.244.2.0/24", "192.168.10.2")
-    first = SonicDataplane(sonic_db, ifname_for)
+    first = SonicDataplane(sonic_db)
     await first.start()
     await first.apply(desired((r1, r2)))
     await first.close()
     await orchagent.quiesce()
 
-    second = SonicDataplane(sonic_db, ifname_for)
+    second = SonicDataplane(sonic_db)
     await second.start()
     try:
         assert second.object_counts()["routes"] == 2  # from STATE_DB KFA_OWNED
@@ -315,7 +312,7 @@ async def test_redis_restart_under_the_agent_loses_nothing(
     redis_server: RedisServer, sonic_db: SonicDb, orchagent: OrchagentStandIn
 ) -> None:
     results: list[SonicApplyResult] = []
-    dp = SonicDataplane(sonic_db, ifname_for, probe_interval=0.05, on_result=results.append)
+    dp = SonicDataplane(sonic_db, probe_interval=0.05, on_result=results.append)
     await dp.start()
     try:
         want = desired((static("node-1", "10.244.1.0/24", "192.168.10.1"),
@@ -349,7 +346,7 @@ async def test_redis_restart_under_the_agent_loses_nothing(
 
 async def test_swss_zmq_enabled_is_refused(sonic_db: SonicDb) -> None:
     await sonic_db.client(CONFIG_DB).hset("SYSTEM_DEFAULTS|swss_zmq", "status", "enabled")
-    dp = SonicDataplane(sonic_db, ifname_for)
+    dp = SonicDataplane(sonic_db)
     with pytest.raises(SwssZmqEnabled, match="ZMQ"):
         await dp.start()
     await dp.close()
@@ -388,7 +385,7 @@ async def test_overlay_prerequisites_are_reported(
 
 async def test_overlay_mapping_is_configurable(sonic_db: SonicDb,
                                                orchagent: OrchagentStandIn) -> None:
-    dp = SonicDataplane(sonic_db, ifname_for,
+    dp = SonicDataplane(sonic_db,
                         overlay=OverlayMapping(vlan_id=3001, vtep_name="vtep1"))
     await dp.start()
     try:

@@ -45,7 +45,6 @@ from agent.apply.sonic.schema import (
     VXLAN_TUNNEL_TABLE,
     Entries,
     Fields,
-    IfnameResolver,
     OverlayMapping,
     empty_entries,
     render,
@@ -174,7 +173,6 @@ class SonicDataplane:
     def __init__(
         self,
         db: SonicDb,
-        ifname_for: IfnameResolver,
         *,
         overlay: OverlayMapping | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -183,7 +181,6 @@ class SonicDataplane:
         on_result: Callable[[SonicApplyResult], None] | None = None,
     ) -> None:
         self.db = db
-        self.ifname_for = ifname_for
         self.overlay = overlay or OverlayMapping()
         self.probe_interval = probe_interval
         self.on_result = on_result
@@ -268,7 +265,7 @@ class SonicDataplane:
     async def _run(self, desired: DataplaneDesired, requested: str) -> SonicApplyResult:
         started, t0 = time.time(), time.monotonic()
         mode = requested
-        rendered = render(desired, self.ifname_for, self.overlay, self._sep)
+        rendered = render(desired, self.overlay, self._sep)
         try:
             if await swss_zmq_enabled(self.db):
                 # Also checked at start; someone may have enabled it since.
