@@ -2,7 +2,7 @@
 
 - db: database_config.json and one asyncio connection per database name;
 - producer: ProducerStateTable (APPL_DB) with set / delete / replace and batches;
-- table: Table (CONFIG_DB, STATE_DB) and keyspace-notification watching;
+- table: Table (CONFIG_DB, STATE_DB), ConfigDBConnector's conventions;
 - schema: DataplaneDesired -> APPL_DB entries (routes, VTEP, remote VTEPs, FDB, neighbours);
 - applier: SonicDataplane (ownership in STATE_DB, conflicts, resync after a Redis restart);
 - device: CONFIG_DB defaults (hostname, ASN, router id, routing config mode) and the swss_zmq
@@ -18,7 +18,7 @@ from agent.apply.sonic.device import DeviceDefaults, SwssZmqEnabled, read_device
 from agent.apply.sonic.producer import ProducerStateTable
 from agent.apply.sonic.schema import OverlayMapping
 from agent.apply.sonic.state import AgentStateWriter, ApplierSummary
-from agent.apply.sonic.table import KeyspaceWatcher, Table
+from agent.apply.sonic.table import Table
 
 __all__ = [
     "AgentStateWriter",
@@ -26,7 +26,6 @@ __all__ = [
     "CrmResource",
     "CrmSnapshot",
     "DeviceDefaults",
-    "KeyspaceWatcher",
     "OverlayMapping",
     "ProducerStateTable",
     "SonicApplyResult",
