@@ -349,62 +349,6 @@ class Agent:
             log.info("%s", message)
             self.events.emit("threshold_crossed", "rt_offload_failed", message)
 
-    async def _publish_state_db(self, plan: Plan | None) -> None:
-        """SONiC: the attachments and the appliers' summary into STATE_DB (never raises)."""
-        if self._state_db is None or self._sonic is None or plan is None:
-            return
-        from agent.apply.sonic.runtime import applier_summary
-
-        sessions = sum(1 for p in plan.frr.server_peers if p.node)
-        await self._state_db.publish(plan.attachments, [
-            applier_summary("frr", self.state.applies.get("frr"),
-                            {} if self.frr_refusal else {"sessions": sessions}),
-            applier_summary("sonic", self.state.applies.get("dataplane"),
-                            self._sonic.object_counts()),
-        ])
-
-    async def crm_loop(self) -> None:
-        """SONiC: CRM as the headroom's source, read every CRM|Config polling_interval (5 s to
-        300 s). A failed read keeps the last reading; each note is logged once."""
-        from redis.exceptions import RedisError
-
-        from agent.apply.sonic.crm import read_crm
-        from agent.apply.sonic.runtime import CRM_RETRY_SECONDS, crm_poll_seconds
-
-        assert self._sonic_db is not None
-        snapshot: CrmSnapshot | None = None
-        failing = False
-        logged: set[str] = set()
-        while True:
-            try:
-                snapshot = await read_crm(self._sonic_db)
-            except (RedisError, OSError) as exc:
-                if not failing:
-                    log.warning("cannot read CRM: %s; headroom keeps the last reading", exc)
-                failing = True
-            else:
-                if failing:
-                    log.info("CRM readable again")
-                failing = False
-                notes = self.take_crm(snapshot)
-                for note in notes:
-                    if note not in logged:
-                        log.info("CRM: %s", note)
-                logged = set(notes)
-            await asyncio.sleep(CRM_RETRY_SECONDS if failing else crm_poll_seconds(snapshot))
-
-    def take_crm(self, snapshot: CrmSnapshot) -> list[str]:
-        """One CRM reading into the headroom (capacity, used, thresholds); a changed capacity
-        re-plans admission. Returns the notes for the caller to log."""
-        before = self.headroom.capacity
-        notes = self.headroom.set_crm(snapshot)
-        if snapshot.missing:
-            notes.append(f"CRM does not report {', '.join(snapshot.missing)} (yet): "
-                         "their capacity comes from the profile")
-        self._refresh_headroom()
-        self._replan_if_capacity_changed(before, "CRM")
-        return notes
-
     async def devlink_loop(self) -> None:
         """Linux: re-read the ASIC's table sizes from devlink now and then; they change when
         an engineer picks another forwarding profile (`devlink resource set` + reload)."""
@@ -528,41 +472,6 @@ def enable_offload_notifications() -> None:
                         "/proc/sys read-only)", name, outcome.detail, FIB_NOTIFY_OFFLOAD_FAILED)
         else:
             log.info("%s: %s", name, outcome.detail)
-
-
-async def prepare_sonic(config: AgentConfig) -> tuple[AgentConfig, SonicDb, str | None]:
-    """SONiC start-up: open the databases, fill the switch's identity from CONFIG_DB and decide
-    whether FRR may be managed. Exits (status 2, like a bad config file) when a key is still
-    missing or CONFIG_DB's value is refused, naming the key and where it was looked for."""
-    from agent.apply.sonic.db import SonicDbConfigError, open_sonic_db
-    from agent.apply.sonic.runtime import (
-        ConfigDbUnavailable,
-        fill_from_config_db,
-        frr_refusal,
-        read_defaults,
-    )
-
-    try:
-        db = open_sonic_db(config.dataplane.sonic.database_config)
-    except SonicDbConfigError as exc:
-        log.error("dataplane.sonic.database_config: %s", exc)
-        raise SystemExit(EXIT_CONFIG) from None
-    try:
-        defaults = await read_defaults(db)
-        config = await fill_from_config_db(config, db, defaults)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("%s", problem)
-        await db.close()
-        raise SystemExit(EXIT_CONFIG) from None
-    except ConfigDbUnavailable as exc:
-        log.error("%s", exc)
-        await db.close()
-        raise SystemExit(1) from None
-    refusal = frr_refusal(defaults)
-    if refusal is not None:
-        log.error("%s", refusal)
-    return config, db, refusal
 
 
 async def run_agent(config: AgentConfig) -> None:

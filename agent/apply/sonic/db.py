@@ -11,6 +11,7 @@ what every single-instance SONiC image uses.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Mapping
@@ -197,3 +198,13 @@ class SonicDb:
 
 def open_sonic_db(path: str | Path | None = DEFAULT_DATABASE_CONFIG) -> SonicDb:
     return SonicDb(load_database_config(path))
+
+
+def raise_if_cancelled() -> None:
+    """Honour a cancellation redis-py swallowed. redis-py (8.1 seen) can lose a task's
+    cancellation that lands during a command: the command returns normally and the task runs
+    on, still marked as cancelling, and a loop cancelled at shutdown would then never end.
+    Loops and the applier's passes call this after their Redis calls."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
