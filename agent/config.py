@@ -36,7 +36,7 @@ Selector = Annotated[str, AfterValidator(validate.label_selector)]
 
 def ipv4_address(value: object) -> str:
     """A usable unicast IPv4 address (router id, VTEP source); also applied to what CONFIG_DB
-    supplies on SONiC (agent.apply.sonic.runtime), which is input like the file."""
+    supplies on SONiC (agent.apply.sonic.startup), which is input like the file."""
     addr = validate.ip_address(value)
     if addr.version != 4:
         raise ValueError(f"{value} is not an IPv4 address")
@@ -57,7 +57,7 @@ class SwitchConfig(_Strict):
     )
     # Required unless dataplane.backend is sonic (AgentConfig checks, naming the key): there
     # CONFIG_DB DEVICE_METADATA and Loopback0 supply what the file leaves out at start-up
-    # (agent.apply.sonic.runtime.fill_from_config_db), so the operator does not type them twice.
+    # (agent.apply.sonic.startup.fill_from_config_db), so the operator does not type them twice.
     # hostname has gethostname() as its default; on sonic CONFIG_DB's hostname replaces that
     # default (never a hostname the file gives).
     asn: Asn | None = None

@@ -1,6 +1,7 @@
-"""A stand-in for orchagent's side of APPL_DB: ConsumerStateTable, exactly the reference's steps.
+"""A stand-in for orchagent's side of APPL_DB: ConsumerStateTable, step for step.
 
-One Lua script per pop (shared/reference/sonic-redis.md, "ConsumerStateTable"):
+One Lua script per pop (swss-common's common/consumer_state_table_pops.lua; newer versions also
+return a DEL ahead of the SET when a key was deleted and set again before the pop):
 1. SPOP T_KEY_SET 128
 2. for each key: if SREM T_DEL_SET key returned 1 -> DEL T:key
 3. fv = HGETALL _T:key; HSET T:key each field of fv; DEL _T:key

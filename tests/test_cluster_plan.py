@@ -215,6 +215,7 @@ def test_plan_dataplane_static_and_vxlan() -> None:
                                                    "192.168.20.7")]))
     dp = p.dataplane
     assert [(r.prefix, r.via) for r in dp.static_routes] == [("10.244.5.0/24", "192.168.10.5")]
+    assert [r.port for r in dp.static_routes] == ["swp2"]  # the port the node is attached to
     assert dp.vtep is not None and (dp.vtep.name, dp.vtep.vni, dp.vtep.port) == ("flannel.1", 1,
                                                                                 8472)
     (peer,) = dp.vxlan_peers

@@ -15,8 +15,8 @@ apply() and resync() one at a time, never concurrently; an applier takes no lock
 - close(): release sockets and connections only: forwarding state stays exactly as it is.
 - held(): what it has *observed* that it holds, per kind ("routes": prefixes, "fdb": MACs):
   never what it was asked for. The status view and SONiC's FRR origination read it.
-- counts(): observed table usage per headroom resource (agent.vocabulary.RESOURCES) plus any
-  object counts of its own, for headroom's USED column and STATE_DB's summary.
+- counts(): observed table usage per headroom resource (agent.vocabulary.RESOURCES), for
+  headroom's USED column; {} where another reader knows better (SONiC: CRM, through Feedback).
 - loops(): background tasks the runtime runs beside the reconcile loop (event readers,
   pollers). Each runs until cancelled; one that returns or raises takes the agent down.
 - report(outcome): after each reconcile and resync, publish what it needs to its own side

@@ -154,7 +154,7 @@ def _plan(
         planned.append(PlannedAttachment(port, node.name, att.source, routing,
                                          tuple(str(p) for p in accepted), node.unschedulable))
         if routing == "static":
-            routes, why = static_routes(node, accepted)
+            routes, why = static_routes(node, accepted, port)
             static.extend(routes)
             refusals.extend(why)
         if routing != "bgp":
@@ -208,8 +208,11 @@ def _originated(config: AgentConfig, routed_here: list[IPNetwork]) -> dict[str, 
             "originate_v6": tuple(str(n) for n in routed_here if n.version == 6)}
 
 
-def static_routes(node: Node, accepted: list[IPNetwork]) -> tuple[list[StaticRoute], list[Refusal]]:
-    """A static node's admitted pod CIDRs, each via its InternalIP of the same family."""
+def static_routes(
+    node: Node, accepted: list[IPNetwork], port: str
+) -> tuple[list[StaticRoute], list[Refusal]]:
+    """A static node's admitted pod CIDRs, each via its InternalIP of the same family, out of
+    `port`, the server port the node is attached to."""
     routes, refusals = [], []
     for net in accepted:
         if net.prefixlen == net.max_prefixlen and any(net.network_address == ip
@@ -220,7 +223,7 @@ def static_routes(node: Node, accepted: list[IPNetwork]) -> tuple[list[StaticRou
             refusals.append(Refusal("prefix", f"{node.name} {net}", f"static routing needs an "
                                     f"IPv{net.version} InternalIP as next hop"))
             continue
-        routes.append(StaticRoute(node.name, str(net), str(via)))
+        routes.append(StaticRoute(node.name, str(net), str(via), port))
     return routes, refusals
 
 

@@ -25,6 +25,9 @@ class StaticRoute:
     node: str
     prefix: str  # canonical CIDR, e.g. "10.244.5.0/24"
     via: str  # the node's InternalIP, e.g. "192.168.10.5"
+    # The server port the node is attached to (SONiC's ROUTE_TABLE names its egress port; the
+    # Linux kernel resolves the next hop itself and ignores it). None: not known.
+    port: str | None = None
 
 
 @dataclass(frozen=True)

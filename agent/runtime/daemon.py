@@ -35,6 +35,7 @@ from agent.status.state import ObservedState
 from agent.status.view import AgentView
 
 log = logging.getLogger(__name__)
+STOP_SECONDS = 5.0
 
 
 class Agent:
@@ -127,7 +128,11 @@ class Agent:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # A loop that swallows its cancellation (redis-py does, mid-command) must not keep
+            # the agent from stopping: systemd would kill it after TimeoutStopSec anyway.
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)
+            for task in stuck:
+                log.error("loop %s did not stop within %.0f s", task.get_name(), STOP_SECONDS)
             if self.pods is not None:
                 await self.pods.close()
             await server.stop()

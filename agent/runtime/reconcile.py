@@ -100,7 +100,10 @@ class RuntimeFeedback:
         nodes waiting for room at once, a smaller one must stop admitting, without waiting for
         the next Node change."""
         before = dict(self.headroom.capacity)
-        if not self.headroom.set_hardware(reading):
+        changed_capacity = self.headroom.set_hardware(reading)
+        self.headroom.refresh()  # used and thresholds may have changed even if capacity did not
+        self.state.headroom = self.headroom.rows
+        if not changed_capacity:
             return
         after = self.headroom.capacity
         changed = sorted(str(r) for r in {*before, *after} if before.get(r) != after.get(r))

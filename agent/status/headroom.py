@@ -10,65 +10,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from agent.config import AgentConfig
 from agent.headroom.profiles import capacity_for
 from agent.headroom.report import HeadroomInfo, build_report
 from agent.headroom.resources import RESOURCES, Capacity, Observed, Resource, check_resource
-from agent.headroom.thresholds import Threshold, ThresholdTracker, ThresholdType
+from agent.headroom.thresholds import ThresholdTracker
 from agent.headroom.usage import per_node_cost, total
 from agent.plan.model import Plan
 from agent.status.model import EventLog
 
 if TYPE_CHECKING:
     from agent.apply.contract import HardwareReading
-    from agent.apply.sonic.crm import CrmCounter, CrmSnapshot
 
 log = logging.getLogger(__name__)
 CRM_SOURCE = "crm"
-
-
-def _crm_threshold(counters: tuple[CrmCounter, ...]) -> Threshold:
-    """One agent resource's threshold from its SONiC counters' (nexthops and neighbors have an
-    IPv4 and an IPv6 one). Equal, as usual: that one. Same type, different levels: the one that
-    raises first (lowest high, or for `free` the highest low) with the matching clear level, so
-    the combined resource alarms no later than either counter would. Different types: the
-    first counter's (the IPv4 one)."""
-    types = {c.threshold.type for c in counters}
-    if len(types) > 1:
-        t = counters[0].threshold
-        return Threshold(cast(ThresholdType, t.type), float(t.high), float(t.low))
-    kind = cast(ThresholdType, types.pop())  # crm.parse_crm admits only the three types
-    if kind == "free":
-        high, low = max(c.threshold.high for c in counters), max(c.threshold.low for c in counters)
-    else:
-        high, low = min(c.threshold.high for c in counters), min(c.threshold.low for c in counters)
-    return Threshold(kind, float(high), float(low))
-
-
-def crm_headroom(
-    snapshot: CrmSnapshot,
-) -> tuple[dict[str, Capacity], dict[str, Observed], dict[str, Threshold], list[str]]:
-    """CRM's view per agent resource: capacity (used + available), used, threshold, and notes
-    on what could not be used. A table of size 0 (used and available both 0) is taken as "not
-    reported" rather than as a table that holds nothing: no ASIC has a route table of size 0,
-    and believing it would raise every alarm."""
-    capacity: dict[str, Capacity] = {}
-    used: dict[str, Observed] = {}
-    thresholds: dict[str, Threshold] = {}
-    notes: list[str] = list(snapshot.problems)
-    for name, res in snapshot.resources.items():
-        if res.capacity <= 0:
-            notes.append(f"CRM reports no {name} table (used 0, available 0): not used")
-            continue
-        capacity[name] = Capacity(res.capacity, CRM_SOURCE)
-        used[name] = Observed(res.used, CRM_SOURCE)
-        try:
-            thresholds[name] = _crm_threshold(res.counters)
-        except ValueError as exc:  # e.g. low >= high in CRM|Config: the defaults apply
-            notes.append(f"CRM|Config threshold for {name} not used: {exc}")
-    return capacity, used, thresholds, notes
 
 
 class HeadroomMonitor:
@@ -87,6 +44,12 @@ class HeadroomMonitor:
         self.capacity = self._capacity()
         self.tracker = ThresholdTracker()
         self.rows: list[HeadroomInfo] = []
+        self._last: tuple[Plan, dict[str, int]] | None = None
+
+    def refresh(self) -> None:
+        """The rows again for the last plan and observation (a new hardware reading)."""
+        if self._last is not None:
+            self.update(*self._last)
 
     def _capacity(self) -> dict[Resource, Capacity]:
         discovered: dict[Resource, Capacity] = {}
@@ -117,6 +80,9 @@ class HeadroomMonitor:
         return used
 
     def update(self, plan: Plan, observed: Mapping[str, int] | None) -> None:
+        """The rows for `plan` and what the data plane `observed` it holds; thresholds crossed
+        become events."""
+        self._last = (plan, dict(observed or {}))
         desired = total(plan.costs)
         admitted = total([plan.costs[n] for n in (plan.admission.admitted if plan.admission
                                                   else plan.costs) if n in plan.costs])

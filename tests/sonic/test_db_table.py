@@ -1,8 +1,7 @@
-"""database_config.json, Table semantics (NULL/NULL, field@ lists) and keyspace watching."""
+"""database_config.json, Table semantics (NULL/NULL, field@ lists) and device defaults."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from agent.apply.sonic.db import (
     load_database_config,
 )
 from agent.apply.sonic.device import read_device_defaults
-from agent.apply.sonic.table import KeyEvent, KeyspaceWatcher, Table, decode_fields, encode_fields
+from agent.apply.sonic.table import Table, decode_fields, encode_fields
 from lab.redis_server import RedisServer
 
 
@@ -95,39 +94,6 @@ async def test_table_entries(sonic_db: SonicDb, redis_server: RedisServer) -> No
     assert await t.get("Vlan4000|10.244.0.0/32") == {"family": "IPv4"}
     await t.delete("Vlan4000")
     assert await t.get_all() == {"Vlan4000|10.244.0.0/32": {"family": "IPv4"}}
-
-
-async def test_keyspace_watcher_sees_changes_and_restarts(
-    sonic_db: SonicDb, redis_server: RedisServer
-) -> None:
-    client = sonic_db.client(CONFIG_DB)
-    watcher = KeyspaceWatcher(client, 4, "DEVICE_METADATA", retry_seconds=0.1)
-    assert await watcher.notifications_enabled()
-    events: asyncio.Queue[KeyEvent] = asyncio.Queue()
-
-    async def run() -> None:
-        async for ev in watcher.events():
-            await events.put(ev)
-
-    task = asyncio.create_task(run())
-    try:
-        assert await asyncio.wait_for(events.get(), 5) == KeyEvent(None, "resync")
-        await client.hset("DEVICE_METADATA|localhost", "hostname", "leaf1")
-        await client.hset("OTHER_TABLE|localhost", "x", "1")  # not watched
-        await client.delete("DEVICE_METADATA|localhost")
-        assert await asyncio.wait_for(events.get(), 5) == KeyEvent("localhost", "hset")
-        assert await asyncio.wait_for(events.get(), 5) == KeyEvent("localhost", "del")
-
-        # Notifications sent while the subscription was down are lost: the watcher says so.
-        redis_server.restart_empty()
-        assert await asyncio.wait_for(events.get(), 10) == KeyEvent(None, "resync")
-        await client.hset("DEVICE_METADATA|localhost", "hostname", "leaf2")
-        assert await asyncio.wait_for(events.get(), 5) == KeyEvent("localhost", "hset")
-    finally:
-        watcher.stop()
-        task.cancel()
-        await asyncio.wait({task}, timeout=5)
-        assert task.done()
 
 
 async def test_device_defaults(sonic_db: SonicDb) -> None:

@@ -1,4 +1,5 @@
-"""SonicDataplane: the desired data plane written into APPL_DB as a good SONiC citizen.
+"""SonicDataplane: the desired data plane written into APPL_DB as a good SONiC citizen, keeping
+the applier contract (agent.apply.contract).
 
 Ownership. APPL_DB has no notion of who wrote a key (fpmsyncd, neighsyncd, vxlanmgrd and the
 agent share ROUTE_TABLE and friends), so the agent keeps its own record in STATE_DB:
@@ -13,11 +14,15 @@ agent share ROUTE_TABLE and friends), so the agent keeps its own record in STATE
 
 Redis restarts. SONiC's database restarts empty (or from a dump); either way what orchagent holds
 no longer matches what the agent wrote. The agent notices a restart by the server's run_id
-(checked before and after every pass and polled every `probe_interval` seconds by a background
-task, which also notices a lost connection), then replays: every owned key, and the ownership
-record, is written again from memory, batched. A lost connection without a restart leads to a
-verify pass instead (missing keys rewritten, nothing else), so a blip does not cost orchagent a
-full rewrite.
+(checked before and after every pass, and every `probe_interval` seconds by the Redis watcher,
+one of loops(), which also notices a lost connection), then replays: every owned key, and the
+ownership record, is written again from memory, batched. A lost connection without a restart
+leads to a verify pass instead (missing keys rewritten, nothing else), so a blip does not cost
+orchagent a full rewrite.
+
+Beside the data plane, the backend owns SONiC's other duties: loops() also runs the CRM poller
+(agent.apply.sonic.crm: headroom readings through Feedback.hardware), and report() writes the
+agent's state to STATE_DB (agent.apply.sonic.state).
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from agent.apply.sonic.db import APPL_DB, CONFIG_DB, STATE_DB, SonicDb
+from agent.apply.contract import ApplyResult, Feedback, Held, Outcome, TableCounts
+from agent.apply.sonic.crm import CrmPoller
+from agent.apply.sonic.db import APPL_DB, CONFIG_DB, STATE_DB, SonicDb, raise_if_cancelled
 from agent.apply.sonic.device import refuse_if_swss_zmq, swss_zmq_enabled
 from agent.apply.sonic.producer import DEFAULT_BATCH_SIZE, ProducerStateTable, needs_replace
 from agent.apply.sonic.schema import (
@@ -45,12 +52,14 @@ from agent.apply.sonic.schema import (
     VXLAN_TUNNEL_TABLE,
     Entries,
     Fields,
-    IfnameResolver,
     OverlayMapping,
     empty_entries,
     render,
 )
+from agent.apply.sonic.startup import SonicStart
+from agent.apply.sonic.state import ApplierSummary, StateDbPublisher
 from agent.apply.sonic.table import Table
+from agent.errors import EXIT_FAILURE, StartupError
 from agent.plan.model import DataplaneDesired
 
 log = logging.getLogger(__name__)
@@ -90,54 +99,22 @@ OBJECT_NAMES: dict[str, str] = {
     VXLAN_TUNNEL_MAP_TABLE: "vni_maps",
 }
 
-
-@dataclass
-class Counts:
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-    repaired: int = 0  # owned keys written again (gone after a restart or a reconciliation)
-
-    @property
-    def total(self) -> int:
-        return self.added + self.changed + self.removed + self.repaired
+APPLIER = "dataplane"  # ApplyResult.applier, and the key of its results in the status
+# The name of the data plane's entries in STATE_DB's summary (`sonic_routes`, `sonic_last_action`).
+SUMMARY_NAME = "sonic"
+# What the STATE_DB summary names FRR's entries (`frr_sessions`, `frr_last_action`), and the key
+# of its results in Outcome.results.
+FRR = "frr"
 
 
-@dataclass
-class SonicApplyResult:
-    """The Linux applier's shape (ok, action, duration, counts per object kind with added /
-    changed / removed, error), plus what only a shared database has: conflicts with other
-    producers, and desired objects SONiC cannot express."""
+def _plus(a: TableCounts, b: TableCounts) -> TableCounts:
+    return TableCounts(a.added + b.added, a.changed + b.changed, a.removed + b.removed,
+                       a.repaired + b.repaired)
 
-    ok: bool
-    action: str  # unchanged | applied | in-sync | repaired | replayed | refused | failed
-    started: float  # wall clock
-    duration: float
-    counts: dict[str, Counts] = field(default_factory=dict)  # by OBJECT_NAMES value
-    error: str | None = None
-    conflicts: tuple[str, ...] = ()  # keys another producer holds: refused, or released
-    skipped: tuple[str, ...] = ()  # desired objects that cannot be expressed (e.g. no port)
-    warnings: tuple[str, ...] = ()  # prerequisites missing outside the agent's remit
 
-    @property
-    def added(self) -> int:
-        return sum(c.added for c in self.counts.values())
-
-    @property
-    def changed(self) -> int:
-        return sum(c.changed for c in self.counts.values())
-
-    @property
-    def removed(self) -> int:
-        return sum(c.removed for c in self.counts.values())
-
-    @property
-    def repaired(self) -> int:
-        return sum(c.repaired for c in self.counts.values())
-
-    @property
-    def changes(self) -> int:
-        return sum(c.total for c in self.counts.values())
+def _details(**lines: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """ApplyResult.details: only the kinds that have lines."""
+    return {kind: tuple(items) for kind, items in lines.items() if items}
 
 
 @dataclass(frozen=True)
@@ -154,40 +131,49 @@ def _pairs(flat: list[str]) -> Fields:
 @dataclass
 class _Pass:
     mode: str  # apply | verify | replay
-    counts: dict[str, Counts] = field(
-        default_factory=lambda: {t: Counts() for t in OBJECT_NAMES.values()})
+    counts: dict[str, TableCounts] = field(
+        default_factory=lambda: {t: TableCounts() for t in OBJECT_NAMES.values()})
     conflicts: list[str] = field(default_factory=list)
+
+    def count(self, table: str, **changes: int) -> None:
+        name = OBJECT_NAMES[table]
+        self.counts[name] = _plus(self.counts[name], TableCounts(**changes))
 
     def merge(self, other: _Pass) -> None:
         for name, c in other.counts.items():
-            mine = self.counts[name]
-            mine.added += c.added
-            mine.changed += c.changed
-            mine.removed += c.removed
-            mine.repaired += c.repaired
+            self.counts[name] = _plus(self.counts[name], c)
         self.conflicts += other.conflicts
 
 
 class SonicDataplane:
-    """Not reentrant by design: apply/resync and the background replay serialise on one lock."""
+    """The SONiC backend's applier (agent.apply.contract.Applier[DataplaneDesired]).
+
+    The runtime calls apply() and resync() one at a time; the Redis watcher (one of loops())
+    repairs and replays on its own between them, so passes still serialise on one lock here.
+    """
+
+    name = APPLIER
 
     def __init__(
         self,
         db: SonicDb,
-        ifname_for: IfnameResolver,
+        feedback: Feedback,
         *,
+        frr_managed: bool,
         overlay: OverlayMapping | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         probe_interval: float = 1.0,
         owned_table: str = OWNED_TABLE,
-        on_result: Callable[[SonicApplyResult], None] | None = None,
     ) -> None:
+        """`db`: the open databases (prepare() opened them; close() closes them). `feedback`:
+        the runtime's side (CRM readings go to feedback.hardware). `frr_managed`: whether the
+        agent manages FRR here (SonicStart.frr_managed): STATE_DB's summary counts FRR's
+        sessions only then."""
         self.db = db
-        self.ifname_for = ifname_for
+        self.feedback = feedback
+        self.frr_managed = frr_managed
         self.overlay = overlay or OverlayMapping()
         self.probe_interval = probe_interval
-        self.on_result = on_result
-        self.last_result: SonicApplyResult | None = None
         sep = db.separator(APPL_DB)
         self._sep = sep
         appl = db.client(APPL_DB)
@@ -204,76 +190,146 @@ class SonicDataplane:
         # the agent was down, and the run_id seen at start cannot tell.
         self._verify_needed = True
         self._replay_needed = False
-        self._monitor: asyncio.Task[None] | None = None
         self._closing = False
+        self._crm = CrmPoller(db, feedback)
+        self._state = StateDbPublisher(db)
+
+    @classmethod
+    def from_start(cls, start: SonicStart, feedback: Feedback) -> SonicDataplane:
+        """The applier prepare() found the switch ready for: its databases, whether FRR is
+        managed, and the overlay's names from dataplane.sonic."""
+        cfg = start.config.dataplane.sonic
+        overlay = OverlayMapping(vlan_id=cfg.overlay_vlan, vtep_name=cfg.vtep_name,
+                                 nvo_name=cfg.nvo_name)
+        return cls(start.db, feedback, frr_managed=start.frr_managed, overlay=overlay)
 
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Refuses (SwssZmqEnabled) when orchagent would not read Redis; loads the ownership
-        record; starts the restart watcher."""
-        await refuse_if_swss_zmq(self.db)
-        await self._restarted()  # remember the servers' run_ids
-        await self._load_owned()
-        self._monitor = asyncio.create_task(self._watch(), name="sonic-redis-watch")
+        """Refuses (SwssZmqEnabled, a StartupError) when orchagent would not read Redis, and
+        raises StartupError when Redis cannot be read; remembers the servers' run_ids and loads
+        the ownership record (what a previous run wrote is adopted, not rewritten)."""
+        try:
+            await refuse_if_swss_zmq(self.db)
+            await self._restarted()  # remember the servers' run_ids
+            await self._load_owned()
+        except (RedisError, OSError) as exc:
+            where = self.db.config.source or "the built-in database layout"
+            raise StartupError(f"SONiC data plane: cannot read Redis ({where}): {exc}",
+                               EXIT_FAILURE) from None
 
     async def close(self) -> None:
-        """Stops watching. Leaves APPL_DB as it is: stopping the agent never touches forwarding."""
+        """Closes the Redis connections (ending the Redis watcher too, should its cancellation
+        have been lost). Leaves APPL_DB as it is: stopping the agent never touches forwarding."""
         self._closing = True
-        if self._monitor is not None:
-            # The flag too: a cancellation that lands as a redis-py read times out can be lost.
-            self._monitor.cancel()
-            done, _ = await asyncio.wait({self._monitor}, timeout=5)
-            if not done:
-                log.warning("the Redis watcher did not stop within 5 s")
-            self._monitor = None
+        await self.db.close()
+
+    def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        """The Redis watcher (replays after a Redis restart, verifies after a lost connection)
+        and the CRM poller (headroom readings through feedback.hardware)."""
+        return (self.redis_watch_loop, self.crm_loop)
 
     def owned(self) -> dict[str, dict[str, Fields]]:
         """A copy of what the agent owns, table -> key -> fields."""
         return {t: dict(keys) for t, keys in self._owned.items()}
 
-    def held(self) -> tuple[set[str], set[str]]:
-        """(pod CIDRs, VtepMACs) the agent's APPL_DB entries hold: what may be announced and
-        reported as observed. Keys another producer holds, or not written, are not held."""
+    def held(self) -> Held:
+        """{"routes": pod CIDRs, "fdb": VtepMACs} the agent's APPL_DB entries hold after its last
+        write: what may be announced and reported as observed. Keys another producer holds, or
+        not written, are not held."""
         macs = {key.split(self._sep, 1)[-1] for key in self._owned[VXLAN_FDB_TABLE]}  # Vlan:MAC
-        return set(self._owned[ROUTE_TABLE]), macs
+        return {"routes": frozenset(self._owned[ROUTE_TABLE]), "fdb": frozenset(macs)}
+
+    def counts(self) -> dict[str, int]:
+        """Nothing: on SONiC the ASIC's table usage per headroom resource comes from CRM
+        (everyone's entries, not only ours), through feedback.hardware."""
+        return {}
 
     def object_counts(self) -> dict[str, int]:
+        """The entries the agent owns, per object kind (OBJECT_NAMES' values), for STATE_DB."""
         return {OBJECT_NAMES[t]: len(self._owned[t]) for t in TABLE_ORDER}
 
     # -- public passes -------------------------------------------------------------------------
 
-    async def apply(self, desired: DataplaneDesired) -> SonicApplyResult:
+    async def apply(self, desired: DataplaneDesired) -> ApplyResult:
         async with self._lock:
             self._desired = desired
-            return self._finish(await self._run(desired, "apply"))
+            result = await self._run(desired, "apply")
+        raise_if_cancelled()
+        return result
 
-    async def resync(self) -> SonicApplyResult:
+    async def resync(self) -> ApplyResult:
         """Drift repair: owned keys missing from APPL_DB (a restarted Redis, fpmsyncd's or
         neighsyncd's reconciliation) are written again; keys another producer rewrote are
         released and reported. After a Redis restart this is a full replay."""
         async with self._lock:
             if self._desired is None:
-                return self._finish(SonicApplyResult(True, "unchanged", time.time(), 0.0))
-            return self._finish(await self._run(self._desired, "verify"))
+                return ApplyResult(APPLIER, True, "unchanged", time.time(), 0.0)
+            result = await self._run(self._desired, "verify")
+        raise_if_cancelled()
+        return result
+
+    async def report(self, outcome: Outcome) -> None:
+        """The plan's attachments and the appliers' summary (FRR's and this one's latest result,
+        the object counts) into STATE_DB. Never raises: STATE_DB is a report."""
+        plan = outcome.plan
+        frr_objects = ({"sessions": sum(1 for p in plan.frr.server_peers if p.node)}
+                       if self.frr_managed else {})
+        try:
+            await self._state.publish(plan.attachments, [
+                ApplierSummary.from_result(FRR, outcome.results.get(FRR), frr_objects),
+                ApplierSummary.from_result(SUMMARY_NAME, outcome.results.get(APPLIER),
+                                           self.object_counts()),
+            ])
+        except Exception:  # a bug in the report must not stop a reconcile
+            log.exception("cannot write the agent's state to STATE_DB")
+        raise_if_cancelled()
+
+    # -- loops ---------------------------------------------------------------------------------
+
+    async def crm_loop(self) -> None:
+        """CRM as the headroom's source, read every CRM|Config polling_interval (5 s to 300 s).
+        A failed read keeps the last reading; each note is logged once."""
+        await self._crm.run()
+
+    async def redis_watch_loop(self) -> None:
+        """Notice a restart or a lost connection even when nothing is applied, and replay or
+        verify then. Ends when close() was called."""
+        lost = False
+        while not self._closing:
+            await asyncio.sleep(self.probe_interval)
+            try:
+                if self._lock.locked():
+                    continue  # a pass is running; it checks run_ids itself
+                async with self._lock:
+                    if await self._restarted():
+                        self._replay_needed = True
+                    if self._desired is not None and (
+                        self._replay_needed or self._verify_needed or lost
+                    ):
+                        # _run turns this into a replay when one is needed.
+                        await self._run(self._desired, "verify")
+                lost = False
+            except RedisError as exc:
+                if not lost:
+                    log.warning("Redis unreachable (%s); will verify or replay when it is back",
+                                exc)
+                lost = True
+            except Exception:  # the watcher must outlive any bug in one pass
+                log.exception("Redis watcher pass failed")
+            raise_if_cancelled()
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _finish(self, result: SonicApplyResult) -> SonicApplyResult:
-        self.last_result = result
-        if result.action not in ("unchanged", "in-sync") and self.on_result is not None:
-            self.on_result(result)
-        return result
-
-    async def _run(self, desired: DataplaneDesired, requested: str) -> SonicApplyResult:
+    async def _run(self, desired: DataplaneDesired, requested: str) -> ApplyResult:
         started, t0 = time.time(), time.monotonic()
         mode = requested
-        rendered = render(desired, self.ifname_for, self.overlay, self._sep)
+        rendered = render(desired, self.overlay, self._sep)
         try:
             if await swss_zmq_enabled(self.db):
                 # Also checked at start; someone may have enabled it since.
-                return SonicApplyResult(False, "refused", started, time.monotonic() - t0,
-                                        error=_ZMQ_REFUSAL, skipped=rendered.skipped)
+                return ApplyResult(APPLIER, False, "refused", started, time.monotonic() - t0,
+                                   error=_ZMQ_REFUSAL, details=_details(skipped=rendered.skipped))
             if await self._restarted():
                 self._replay_needed = True  # until a replay has completed
             if self._replay_needed:
@@ -293,8 +349,8 @@ class SonicDataplane:
             # Unknown how much landed: the next pass (or the watcher, once Redis answers)
             # verifies, or replays if the server restarted.
             self._verify_needed = True
-            return SonicApplyResult(False, "failed", started, time.monotonic() - t0,
-                                    error=f"Redis: {exc}", skipped=rendered.skipped)
+            return ApplyResult(APPLIER, False, "failed", started, time.monotonic() - t0,
+                               error=f"Redis: {exc}", details=_details(skipped=rendered.skipped))
         wrote = any(c.total for c in p.counts.values())
         if mode == "replay":
             action = "replayed"
@@ -302,10 +358,9 @@ class SonicDataplane:
             action = "applied" if wrote else "unchanged"
         else:
             action = "repaired" if wrote else "in-sync"
-        return SonicApplyResult(
-            True, action, started, time.monotonic() - t0, p.counts,
-            conflicts=tuple(p.conflicts), skipped=rendered.skipped,
-            warnings=tuple(warnings),
+        return ApplyResult(
+            APPLIER, True, action, started, time.monotonic() - t0, p.counts,
+            details=_details(conflicts=p.conflicts, skipped=rendered.skipped, warnings=warnings),
         )
 
     async def _restarted(self) -> bool:
@@ -321,31 +376,6 @@ class SonicDataplane:
                 restarted = True
             self._run_ids[instance] = run_id
         return restarted
-
-    async def _watch(self) -> None:
-        """Background: notice a restart or a lost connection even when nothing is applied."""
-        lost = False
-        while not self._closing:
-            await asyncio.sleep(self.probe_interval)
-            try:
-                if self._lock.locked():
-                    continue  # a pass is running; it checks run_ids itself
-                async with self._lock:
-                    if await self._restarted():
-                        self._replay_needed = True
-                    if self._desired is not None and (
-                        self._replay_needed or self._verify_needed or lost
-                    ):
-                        # _run turns this into a replay when one is needed.
-                        self._finish(await self._run(self._desired, "verify"))
-                lost = False
-            except RedisError as exc:
-                if not lost:
-                    log.warning("Redis unreachable (%s); will verify or replay when it is back",
-                                exc)
-                lost = True
-            except Exception:  # the watcher must outlive any bug in one pass
-                log.exception("Redis watcher pass failed")
 
     async def _prerequisites(self, desired: DataplaneDesired) -> list[str]:
         """What orchagent needs for the overlay but only the operator configures."""
@@ -467,11 +497,11 @@ class SonicDataplane:
                     to_delete.append(k)
             await self._producers[table].delete_many(to_delete)
             await self._forget(table, to_delete + released)
-            p.counts[OBJECT_NAMES[table]].removed += len(to_delete)
+            p.count(table, removed=len(to_delete))
 
         # Then creations and updates, in dependency order.
         for table in TABLE_ORDER:
-            counts = p.counts[OBJECT_NAMES[table]]
+            added = changed = repaired = 0
             owned = self._owned[table]
             wanted = want[table]
             new = [k for k in wanted if k not in owned]
@@ -495,7 +525,7 @@ class SonicDataplane:
                     continue
                 merge.append((k, wanted[k]))
                 record[k] = wanted[k]
-                counts.added += 1
+                added += 1
             for k in kept:
                 old, new_fields = owned[k], wanted[k]
                 st = probe.get(k)
@@ -511,9 +541,10 @@ class SonicDataplane:
                     (replace if shrink else merge).append((k, new_fields))
                     record[k] = new_fields
                     if new_fields != old:
-                        counts.changed += 1
+                        changed += 1
                     else:
-                        counts.repaired += 1
+                        repaired += 1
+            p.count(table, added=added, changed=changed, repaired=repaired)
             await self._forget(table, released)
             # Record before writing: a crash in between leaves a record of a key that may not
             # exist, never a key nobody remembers writing.

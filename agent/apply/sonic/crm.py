@@ -22,14 +22,30 @@ For a resource made of two SONiC resources, `used` is the sum, and `available` t
 the two: ASICs commonly serve IPv4 and IPv6 nexthops (and neighbours) from one pool, each
 reporting the same remaining space, so summing would count free space twice. Taking the minimum
 never promises room that is not there.
+
+CrmPoller reads CRM every CRM|Config polling_interval (5 s to 300 s) and hands each reading to
+the runtime as a HardwareReading (source "crm": capacity, used, thresholds) through
+Feedback.hardware(); headroom prefers it over devlink and the profile.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
+from typing import cast
 
-from agent.apply.sonic.db import CONFIG_DB, COUNTERS_DB, SonicDb
+from redis.exceptions import RedisError
+
+from agent.apply.contract import Feedback, HardwareReading
+from agent.apply.sonic.db import CONFIG_DB, COUNTERS_DB, SonicDb, raise_if_cancelled
 from agent.apply.sonic.table import Table
+from agent.headroom.resources import Capacity, Observed
+from agent.headroom.thresholds import Threshold, ThresholdType
+
+log = logging.getLogger(__name__)
+
+CRM_SOURCE = "crm"  # HardwareReading.source, and the source of its capacities and usage
 
 AGENT_RESOURCES: dict[str, tuple[str, ...]] = {
     "ipv4_routes": ("ipv4_route",),
@@ -46,6 +62,12 @@ DEFAULT_THRESHOLD_TYPE = "percentage"
 DEFAULT_LOW_THRESHOLD = 70
 DEFAULT_HIGH_THRESHOLD = 85
 _THRESHOLD_TYPES = ("percentage", "used", "free")
+
+# CRM|Config allows intervals down to 1 s: headroom gains nothing from reading Redis that often.
+CRM_POLL_MIN_SECONDS = 5.0
+# orchagent's default; a longer interval set there would leave the headroom stale for too long.
+CRM_POLL_MAX_SECONDS = 300.0
+CRM_RETRY_SECONDS = 30.0  # after a failed read, sooner than a whole interval
 
 
 def crm_percentage(used: int, available: int) -> int:
@@ -185,3 +207,94 @@ async def read_crm(db: SonicDb) -> CrmSnapshot:
         db.client(CONFIG_DB), "CRM", db.separator(CONFIG_DB)
     ).get_raw("Config") or {}
     return parse_crm(stats, config)
+
+
+def crm_poll_seconds(snapshot: CrmSnapshot | None) -> float:
+    """How often to read CRM: its own CRM|Config polling_interval (reading faster than orchagent
+    writes sees nothing new), at least 5 s and at most 300 s."""
+    interval = CRM_POLL_MAX_SECONDS if snapshot is None else float(snapshot.polling_interval)
+    return min(max(interval, CRM_POLL_MIN_SECONDS), CRM_POLL_MAX_SECONDS)
+
+
+def crm_threshold(counters: tuple[CrmCounter, ...]) -> Threshold:
+    """One agent resource's threshold from its SONiC counters' (nexthops and neighbors have an
+    IPv4 and an IPv6 one). Equal, as usual: that one. Same type, different levels: the one that
+    raises first (lowest high, or for `free` the highest low) with the matching clear level, so
+    the combined resource alarms no later than either counter would. Different types: the
+    first counter's (the IPv4 one)."""
+    types = {c.threshold.type for c in counters}
+    if len(types) > 1:
+        t = counters[0].threshold
+        return Threshold(cast(ThresholdType, t.type), float(t.high), float(t.low))
+    kind = cast(ThresholdType, types.pop())  # parse_crm admits only the three types
+    if kind == "free":
+        high, low = max(c.threshold.high for c in counters), max(c.threshold.low for c in counters)
+    else:
+        high, low = min(c.threshold.high for c in counters), min(c.threshold.low for c in counters)
+    return Threshold(kind, float(high), float(low))
+
+
+def crm_reading(snapshot: CrmSnapshot) -> HardwareReading:
+    """CRM's view per agent resource: capacity (used + available), used, threshold, and notes
+    on what could not be used. A table of size 0 (used and available both 0) is taken as "not
+    reported" rather than as a table that holds nothing: no ASIC has a route table of size 0,
+    and believing it would raise every alarm. Resources CRM does not report (yet) are a note:
+    their capacity comes from the profile. `thresholds` holds only the resources with a usable
+    CRM|Config threshold; the others keep the defaults."""
+    capacity: dict[str, Capacity] = {}
+    used: dict[str, Observed] = {}
+    thresholds: dict[str, Threshold] = {}
+    notes: list[str] = list(snapshot.problems)
+    for name, res in snapshot.resources.items():
+        if res.capacity <= 0:
+            notes.append(f"CRM reports no {name} table (used 0, available 0): not used")
+            continue
+        capacity[name] = Capacity(res.capacity, CRM_SOURCE)
+        used[name] = Observed(res.used, CRM_SOURCE)
+        try:
+            thresholds[name] = crm_threshold(res.counters)
+        except ValueError as exc:  # e.g. low >= high in CRM|Config: the defaults apply
+            notes.append(f"CRM|Config threshold for {name} not used: {exc}")
+    if snapshot.missing:
+        notes.append(f"CRM does not report {', '.join(snapshot.missing)} (yet): "
+                     "their capacity comes from the profile")
+    return HardwareReading(CRM_SOURCE, capacity, used, thresholds, tuple(notes))
+
+
+class CrmPoller:
+    """Reads CRM every CRM|Config polling_interval and gives each reading to
+    `feedback.hardware`. A failed read gives nothing (headroom keeps the last reading) and is
+    retried after CRM_RETRY_SECONDS; the failure, the recovery and each note are logged once."""
+
+    def __init__(self, db: SonicDb, feedback: Feedback) -> None:
+        self.db = db
+        self.feedback = feedback
+        self._failing = False
+        self._logged: set[str] = set()
+
+    async def poll(self) -> float:
+        """One read; returns how many seconds to wait before the next."""
+        try:
+            snapshot = await read_crm(self.db)
+        except (RedisError, OSError) as exc:
+            if not self._failing:
+                log.warning("cannot read CRM: %s; headroom keeps the last reading", exc)
+            self._failing = True
+            return CRM_RETRY_SECONDS
+        if self._failing:
+            log.info("CRM readable again")
+        self._failing = False
+        reading = crm_reading(snapshot)
+        self.feedback.hardware(reading)
+        for note in reading.notes:
+            if note not in self._logged:
+                log.info("CRM: %s", note)
+        self._logged = set(reading.notes)
+        return crm_poll_seconds(snapshot)
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        while True:
+            wait = await self.poll()
+            raise_if_cancelled()
+            await asyncio.sleep(wait)

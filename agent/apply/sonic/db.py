@@ -4,12 +4,14 @@ SONiC does not hard-code database numbers or separators: `database_config.json` 
 instances (TCP and unix socket) and, per database, its id, key separator and instance. A third
 party must read it the same way swss-common does (SonicDBConfig), because a multi-instance or
 multi-ASIC image moves databases between instances. Without the file (a development box, or an
-image that never wrote it) the defaults are the reference's table, which is what every
-single-instance SONiC image uses.
+image that never wrote it) the defaults are the single-instance layout of SONiC's own
+database_config.json (sonic-buildimage dockers/docker-database/database_config.json.j2), which is
+what every single-instance SONiC image uses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Mapping
@@ -46,7 +48,7 @@ class DatabaseInfo:
     instance: str = DEFAULT_INSTANCE
 
 
-# The reference's table (shared/reference/sonic-redis.md), used only when the file is absent.
+# SONiC's single-instance layout (database_config.json.j2), used only when the file is absent.
 _DEFAULT_DATABASES: tuple[DatabaseInfo, ...] = (
     DatabaseInfo(APPL_DB, 0, ":"),
     DatabaseInfo(ASIC_DB, 1, ":"),
@@ -134,7 +136,7 @@ def _parse(data: Any, source: str) -> SonicDbConfig:
 
 def load_database_config(path: str | Path | None = DEFAULT_DATABASE_CONFIG) -> SonicDbConfig:
     """The file when it exists (authoritative: a database it lacks is an error when used), else
-    the reference's defaults. A file that exists but is broken is an error, never a silent
+    SONiC's single-instance defaults. A file that exists but is broken is an error, never a silent
     fallback: the defaults could point the agent at the wrong database."""
     if path is None or not Path(path).exists():
         return default_config()
@@ -196,3 +198,13 @@ class SonicDb:
 
 def open_sonic_db(path: str | Path | None = DEFAULT_DATABASE_CONFIG) -> SonicDb:
     return SonicDb(load_database_config(path))
+
+
+def raise_if_cancelled() -> None:
+    """Honour a cancellation redis-py swallowed. redis-py (8.1 seen) can lose a task's
+    cancellation that lands during a command: the command returns normally and the task runs
+    on, still marked as cancelling, and a loop cancelled at shutdown would then never end.
+    Loops and the applier's passes call this after their Redis calls."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

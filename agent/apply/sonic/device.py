@@ -2,8 +2,8 @@
 reach orchagent at all.
 
 SONiC's own configuration (DEVICE_METADATA, LOOPBACK_INTERFACE) is the source of truth for the
-switch's hostname, AS and router id; the daemon fills missing agent config from it instead of
-making the operator type them twice (and get them wrong once).
+switch's hostname, AS and router id; start-up (agent.apply.sonic.startup.prepare) fills missing
+agent config from it instead of making the operator type them twice (and get them wrong once).
 """
 
 from __future__ import annotations
@@ -13,10 +13,16 @@ from dataclasses import dataclass
 
 from agent.apply.sonic.db import CONFIG_DB, SonicDb
 from agent.apply.sonic.table import Table
+from agent.errors import EXIT_FAILURE, StartupError
 
 
-class SwssZmqEnabled(Exception):
-    """orchagent reads ROUTE_TABLE over ZMQ: APPL_DB writes would be accepted and ignored."""
+class SwssZmqEnabled(StartupError):
+    """orchagent reads ROUTE_TABLE over ZMQ: APPL_DB writes would be accepted and ignored.
+    The agent cannot run (exit status 1: systemd retries, and a switch whose operator turns
+    swss_zmq off is picked up by the next start)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem, EXIT_FAILURE)
 
 
 @dataclass(frozen=True)

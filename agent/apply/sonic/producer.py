@@ -2,8 +2,8 @@
 
 orchagent reads APPL_DB tables with ConsumerStateTable, which only ever looks at what a producer
 left in the key set and the staging hashes; a writer that HSETs `T:key` directly is never seen
-(and its fields are later clobbered). So every write here is one of the reference's Lua scripts
-(shared/reference/sonic-redis.md), for table T in database N:
+(and its fields are later clobbered). So every write here is one of the Lua scripts of
+swss-common's ProducerStateTable (common/producerstatetable.cpp), for table T in database N:
 
 - set(key, fields): SADD T_KEY_SET key -> added; HSET _T:key f v for each field;
   PUBLISH T_CHANNEL@N "G" if added.

@@ -2,8 +2,8 @@
 
 Pure (no Redis): the applier diffs these entries against what it owns.
 
-Static nodes: `ROUTE_TABLE:<pod CIDR>` {nexthop: InternalIP, ifname: the port that leads to the
-node (asked of the caller's resolver), protocol: the agent's route protocol number}.
+Static nodes: `ROUTE_TABLE:<pod CIDR>` {nexthop: InternalIP, ifname: the port the node is attached
+to (StaticRoute.port, filled by plan()), protocol: the agent's route protocol number}.
 
 Overlay (flannel-compatible VXLAN) nodes. SONiC does L2 VXLAN through a VLAN mapped to the VNI,
 so the overlay's VNI is bridged into one VLAN, `Vlan<overlay.vlan_id>` (default Vlan4000, see
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.plan.model import DataplaneDesired
@@ -55,7 +54,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 Fields = dict[str, str]
 Entries = dict[str, dict[str, Fields]]  # table -> key -> fields
-IfnameResolver = Callable[[str], str | None]
 
 
 @dataclass(frozen=True)
@@ -101,7 +99,6 @@ def _family(ip: str) -> str:
 
 def render(
     desired: DataplaneDesired,
-    ifname_for: IfnameResolver,
     overlay: OverlayMapping,
     separator: str = ":",
 ) -> Rendered:
@@ -118,7 +115,7 @@ def render(
         entries[table][key] = fields
 
     for route in desired.static_routes:
-        port = ifname_for(route.via)
+        port = route.port
         key = route.prefix
         if port is None:
             skipped.append(f"ROUTE_TABLE{separator}{key}: no port known that leads to {route.via} "

@@ -6,17 +6,26 @@ Table `KUBE_FABRIC_AGENT` (Table semantics, so `redis-cli -n 6 keys 'KUBE_FABRIC
   ConfigDBConnector way); one per attached port, removed when the port has no node any more;
 - `KUBE_FABRIC_AGENT|summary`: updated, attachments, and per applier `<applier>_<objects>`
   counts and `<applier>_last_action|_ok|_at|_duration|_error`.
+
+StateDbPublisher writes both after each reconcile and resync (SonicDataplane.report()).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
+from agent.apply.contract import ApplyResult
 from agent.apply.sonic.db import STATE_DB, SonicDb
 from agent.apply.sonic.table import FieldValue, Table
+
+log = logging.getLogger(__name__)
 
 STATE_TABLE = "KUBE_FABRIC_AGENT"
 ATTACHMENT = "attachment"
@@ -42,31 +51,19 @@ class ApplierSummary:
     objects: Mapping[str, int] = field(default_factory=dict)  # e.g. {"routes": 12}
     last_action: str | None = None
     last_ok: bool | None = None
-    last_at: float | None = None  # wall clock
+    last_at: float | None = None  # wall clock: when the last apply started
     last_duration: float | None = None
     last_error: str | None = None
 
     @classmethod
     def from_result(
-        cls, name: str, result: ApplyResultLike | None, objects: Mapping[str, int] | None = None
+        cls, name: str, result: ApplyResult | None, objects: Mapping[str, int] | None = None
     ) -> ApplierSummary:
-        """From any applier's result (FRR's ApplyResult, SonicApplyResult, the Linux applier's):
-        same field names; `started` is optional (the Linux result has none)."""
+        """From an applier's latest result (None: none yet, only the object counts)."""
         if result is None:
             return cls(name, dict(objects or {}))
-        return cls(name, dict(objects or {}), result.action, result.ok,
-                   getattr(result, "started", None), result.duration, result.error)
-
-
-class ApplyResultLike(Protocol):
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def action(self) -> str: ...
-    @property
-    def duration(self) -> float: ...
-    @property
-    def error(self) -> str | None: ...
+        return cls(name, dict(objects or {}), result.action, result.ok, result.started,
+                   result.duration, result.error)
 
 
 class AgentStateWriter:
@@ -120,3 +117,31 @@ class AgentStateWriter:
                     fields[f"{ap.name}_{name}"] = value
         # Replace, so an applier's error from last time does not outlive its recovery.
         await self.table.replace(SUMMARY, fields)
+
+
+class StateDbPublisher:
+    """Writes the agent's attachments and summary to STATE_DB. Never raises for Redis trouble:
+    STATE_DB is a report, and a reconcile must not fail because the report could not be
+    written. A failure is logged once, and the recovery once."""
+
+    def __init__(self, db: SonicDb) -> None:
+        self.writer = AgentStateWriter(db)
+        self._lock = asyncio.Lock()  # reconcile and the resync loop both publish
+        self.error: str | None = None
+
+    async def publish(self, attachments: Iterable[AttachmentLike],
+                      appliers: Sequence[ApplierSummary]) -> bool:
+        items = list(attachments)
+        async with self._lock:
+            try:
+                await self.writer.write_attachments(items)
+                await self.writer.write_summary(appliers, len(items))
+            except (RedisError, OSError) as exc:
+                if self.error is None:
+                    log.warning("cannot write the agent's state to STATE_DB: %s", exc)
+                self.error = str(exc)
+                return False
+        if self.error is not None:
+            log.info("STATE_DB state written again")
+            self.error = None
+        return True

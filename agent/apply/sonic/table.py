@@ -1,4 +1,4 @@
-"""Table: how SONiC reads and writes CONFIG_DB and STATE_DB, and how it watches them.
+"""Table: how SONiC reads and writes CONFIG_DB and STATE_DB.
 
 These databases hold plain hashes `TABLE<sep>key` (the separator comes from
 database_config.json, `|` in both): no key sets, no staging hashes, no publish. Conventions of
@@ -7,23 +7,13 @@ swss-common's ConfigDBConnector that other tools (sonic-cfggen, `show`, `config`
 - an entry with no fields is stored as {"NULL": "NULL"} (Redis has no empty hash), and the
   NULL field is dropped when read;
 - a list is stored in the field `name@` as one comma-joined string.
-
-Readers learn about changes from keyspace notifications (redis started with
-notify-keyspace-events AKE): `PSUBSCRIBE __keyspace@<db>__:TABLE|*` delivers the operation
-("hset", "del", ...) for each changed key; the reader then re-reads the key.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
-log = logging.getLogger(__name__)
 
 FieldValue = str | Sequence[str]
 
@@ -31,7 +21,7 @@ _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
 def glob_escape(text: str) -> str:
-    """Table names and keys go into MATCH/PSUBSCRIBE patterns; they must match literally."""
+    """Table names and keys go into SCAN MATCH patterns; they must match literally."""
     return text.translate(_GLOB_SPECIAL)
 
 
@@ -120,84 +110,3 @@ class Table:
                 pipe.hgetall(self.full_key(key))
             raws = await pipe.execute()
         return {k: decode_fields(r) for k, r in zip(keys, raws, strict=True) if r}
-
-
-class _ConnectFlag:
-    def __init__(self) -> None:
-        self.is_set = False
-
-    async def on_connect(self, _connection: object) -> None:
-        self.is_set = True
-
-
-@dataclass(frozen=True)
-class KeyEvent:
-    """A change to `key` of the watched table. op "resync" (key None) means notifications may
-    have been lost (first subscription, or a reconnect): re-read the whole table."""
-
-    key: str | None
-    op: str
-
-
-class KeyspaceWatcher:
-    """Keyspace notifications for one table of one database, with reconnects.
-
-    Notifications are fire-and-forget: whatever happens while the subscription is down is lost,
-    so every (re)subscription is followed by a "resync" event and the reader re-reads the table.
-    """
-
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        db_id: int,
-        table: str,
-        separator: str = "|",
-        retry_seconds: float = 1.0,
-    ) -> None:
-        self.client = client
-        self.db_id = db_id
-        self.table = Table(client, table, separator)
-        self.pattern = f"__keyspace@{db_id}__:" + glob_escape(f"{table}{separator}") + "*"
-        self._channel_prefix = f"__keyspace@{db_id}__:"
-        self.retry_seconds = retry_seconds
-        self._stopping = False
-
-    async def notifications_enabled(self) -> bool:
-        """Whether the server sends keyspace events for hashes (K plus A or h, and g for DEL)."""
-        conf = await self.client.config_get("notify-keyspace-events")
-        flags = str(conf.get("notify-keyspace-events", ""))
-        return "K" in flags and ("A" in flags or ("h" in flags and "g" in flags))
-
-    def stop(self) -> None:
-        """Ends events() within retry_seconds. Cancelling the consumer works too, but a cancel
-        that lands as redis-py's read timeout expires can be lost; this cannot."""
-        self._stopping = True
-
-    async def events(self) -> AsyncIterator[KeyEvent]:
-        while not self._stopping:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            # redis-py reconnects and re-subscribes by itself, silently: without this flag the
-            # reader would never learn that notifications were lost meanwhile.
-            reconnected = _ConnectFlag()
-            try:
-                await pubsub.psubscribe(self.pattern)
-                assert pubsub.connection is not None
-                # redis-py keeps only a weak reference; `reconnected` lives as long as this loop.
-                pubsub.connection.register_connect_callback(reconnected.on_connect)
-                yield KeyEvent(None, "resync")
-                while not self._stopping:
-                    msg = await pubsub.get_message(timeout=self.retry_seconds)
-                    if reconnected.is_set:
-                        reconnected.is_set = False
-                        yield KeyEvent(None, "resync")
-                    if msg is None:
-                        continue
-                    channel = str(msg["channel"])
-                    key = self.table.key_of(channel[len(self._channel_prefix):])
-                    if key is not None:
-                        yield KeyEvent(key, str(msg["data"]))
-            except (RedisError, OSError) as exc:
-                log.warning("keyspace subscription %s lost (%s); retrying", self.pattern, exc)
-                await asyncio.sleep(self.retry_seconds)
-            finally:
-                await pubsub.aclose()

@@ -1,8 +1,8 @@
-"""The daemon's SONiC glue: identity from CONFIG_DB, whether FRR may be managed, CRM polling
-cadence, and the agent's state in STATE_DB.
+"""SONiC start-up, before anything else runs: open the databases, fill the switch's identity
+from CONFIG_DB, and decide whether FRR may be managed here (prepare()).
 
-Kept apart from the daemon so each piece can be tested against a real redis-server without
-running the whole daemon (tests/sonic/test_runtime.py).
+CONFIG_DB is input like the config file: its values go through the same validators, and a
+value it refuses stops the agent like a bad config file would (StartupError, EXIT_CONFIG).
 """
 
 from __future__ import annotations
@@ -11,18 +11,25 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
 from agent import validate
-from agent.apply.sonic.crm import CrmSnapshot
-from agent.apply.sonic.db import CONFIG_DB, SonicDb
+from agent.apply.sonic.db import (
+    APPL_DB,
+    CONFIG_DB,
+    COUNTERS_DB,
+    STATE_DB,
+    SonicDb,
+    SonicDbConfigError,
+    open_sonic_db,
+)
 from agent.apply.sonic.device import DeviceDefaults, read_device_defaults
-from agent.apply.sonic.state import AgentStateWriter, ApplierSummary, AttachmentLike
 from agent.apply.sonic.table import Table
 from agent.config import AgentConfig, ConfigError, SwitchConfig, ipv4_address
-from agent.status.model import ApplierResult
+from agent.errors import EXIT_CONFIG, EXIT_FAILURE, StartupError
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +38,6 @@ log = logging.getLogger(__name__)
 # agent writes, so the closest match). In "unified" / "separated" / unset, bgpcfgd owns FRR.
 FRR_MANAGED_MODES = ("split", "split-unified")
 
-# CRM|Config allows intervals down to 1 s: headroom gains nothing from reading Redis that often.
-CRM_POLL_MIN_SECONDS = 5.0
-# orchagent's default; a longer interval set there would leave the headroom stale for too long.
-CRM_POLL_MAX_SECONDS = 300.0
-CRM_RETRY_SECONDS = 30.0  # after a failed read, sooner than a whole interval
 CONFIG_DB_WAIT_SECONDS = 30.0
 
 _DECIMAL = re.compile(r"[0-9]{1,10}")
@@ -195,45 +197,53 @@ def frr_refusal(defaults: DeviceDefaults) -> str | None:
             "(the data plane runs either way)")
 
 
-def crm_poll_seconds(snapshot: CrmSnapshot | None) -> float:
-    """How often to read CRM: its own CRM|Config polling_interval (reading faster than orchagent
-    writes sees nothing new), at least 5 s and at most 300 s."""
-    interval = CRM_POLL_MAX_SECONDS if snapshot is None else float(snapshot.polling_interval)
-    return min(max(interval, CRM_POLL_MIN_SECONDS), CRM_POLL_MAX_SECONDS)
+# Every database the backend reads or writes: one missing from database_config.json is a
+# configuration problem found at start, not a crash at first use.
+USED_DATABASES = (APPL_DB, CONFIG_DB, COUNTERS_DB, STATE_DB)
 
 
-def applier_summary(name: str, result: ApplierResult | None,
-                    objects: Mapping[str, int] | None = None) -> ApplierSummary:
-    """A STATE_DB summary entry from the daemon's record of an applier's last result."""
-    if result is None:
-        return ApplierSummary(name, dict(objects or {}))
-    return ApplierSummary(name, dict(objects or {}), result.action, result.ok, result.at,
-                          result.duration_seconds, result.error)
+@dataclass(frozen=True)
+class SonicStart:
+    """What prepare() found: the config with the switch's identity filled in, the open
+    databases (SonicDataplane takes them over and closes them), and why FRR must not be
+    managed here (None: it may be)."""
+
+    config: AgentConfig
+    db: SonicDb
+    frr_refusal: str | None
+
+    @property
+    def frr_managed(self) -> bool:
+        return self.frr_refusal is None
 
 
-class StateDbPublisher:
-    """Writes the agent's attachments and summary to STATE_DB (.state). Never raises
-    for Redis trouble: STATE_DB is a report, and a reconcile must not fail because the report
-    could not be written. A failure is logged once, and the recovery once."""
-
-    def __init__(self, db: SonicDb) -> None:
-        self.writer = AgentStateWriter(db)
-        self._lock = asyncio.Lock()  # reconcile and the resync loop both publish
-        self.error: str | None = None
-
-    async def publish(self, attachments: Iterable[AttachmentLike],
-                      appliers: Sequence[ApplierSummary]) -> bool:
-        items = list(attachments)
-        async with self._lock:
-            try:
-                await self.writer.write_attachments(items)
-                await self.writer.write_summary(appliers, len(items))
-            except (RedisError, OSError) as exc:
-                if self.error is None:
-                    log.warning("cannot write the agent's state to STATE_DB: %s", exc)
-                self.error = str(exc)
-                return False
-        if self.error is not None:
-            log.info("STATE_DB state written again")
-            self.error = None
-        return True
+async def prepare(
+    config: AgentConfig, wait_seconds: float = CONFIG_DB_WAIT_SECONDS
+) -> SonicStart:
+    """SONiC start-up: open the databases, fill the switch's identity from CONFIG_DB and decide
+    whether FRR may be managed. Raises StartupError, whose problems name the key and where it
+    was looked for, one per line: EXIT_CONFIG (like a bad config file) when database_config.json
+    cannot be used, a key is still missing, or CONFIG_DB's value is refused; EXIT_FAILURE when
+    CONFIG_DB cannot be read within `wait_seconds` (systemd restarts the agent). The databases
+    are closed when it raises. FRR not being manageable is logged (ERROR) and returned, not
+    raised: the data plane runs either way (frr_refusal())."""
+    where = "dataplane.sonic.database_config"
+    try:
+        db = open_sonic_db(config.dataplane.sonic.database_config)
+        for name in USED_DATABASES:
+            db.config.instance_of(name)
+    except SonicDbConfigError as exc:
+        raise StartupError(f"{where}: {exc}", EXIT_CONFIG) from None
+    try:
+        defaults = await read_defaults(db, wait_seconds)
+        config = await fill_from_config_db(config, db, defaults)
+    except ConfigError as exc:
+        await db.close()
+        raise StartupError(exc.problems, EXIT_CONFIG) from None
+    except ConfigDbUnavailable as exc:
+        await db.close()
+        raise StartupError(str(exc), EXIT_FAILURE) from None
+    refusal = frr_refusal(defaults)
+    if refusal is not None:
+        log.error("%s", refusal)
+    return SonicStart(config, db, refusal)
