@@ -22,8 +22,8 @@ from agent.apply.sonic.producer import ProducerStateTable
 from agent.apply.sonic.schema import TABLE_ORDER, OverlayMapping
 from agent.cluster.nodes import cluster_state
 from agent.errors import EXIT_FAILURE, StartupError
-from agent.plan.build import originated_only, plan
-from agent.plan.model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer
+from agent.plan.build import plan
+from agent.plan.model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer, originated_only
 from lab.orchagent import OrchagentStandIn, Pop
 from lab.redis_server import RedisServer
 from tests.sonic.conftest import RecordingFeedback, node, running, sonic_config
