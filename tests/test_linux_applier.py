@@ -23,7 +23,8 @@ from agent.config import DataplaneConfig
 from agent.errors import StartupError
 from agent.headroom.resources import Capacity
 from agent.plan.model import DataplaneDesired, StaticRoute
-from tests.test_linux_fakes import FakeEvents, FakeKernel, RecordingFeedback
+from tests.recording import RecordingFeedback
+from tests.test_linux_fakes import FakeEvents, FakeKernel
 
 PROTO = 233
 STATIC = (

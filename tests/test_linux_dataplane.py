@@ -28,7 +28,7 @@ from agent.apply.linux.events import EventSocket
 from agent.config import DataplaneConfig
 from agent.errors import StartupError
 from agent.plan.model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer
-from tests.test_linux_fakes import RecordingFeedback
+from tests.recording import RecordingFeedback
 
 PROTO = 233
 CFG = DataplaneConfig()

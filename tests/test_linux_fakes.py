@@ -17,7 +17,7 @@ import asyncio
 import errno
 import socket
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import pytest
@@ -32,7 +32,6 @@ from pyroute2.netlink.rtnl import (
     RTM_NEWROUTE,
 )
 
-from agent.apply.contract import HardwareReading
 from agent.apply.linux.codec import (
     NLMSGHDR,
     RT_TABLE_MAIN,
@@ -49,24 +48,6 @@ from agent.apply.linux.codec import (
 
 T = TypeVar("T")
 NLMSG_DONE = 3
-
-
-class RecordingFeedback:
-    """The runtime's side of the contract's Feedback, recording every call."""
-
-    def __init__(self) -> None:
-        self.replans: list[str] = []
-        self.readings: list[HardwareReading] = []
-        self.offload: list[dict[int, int]] = []
-
-    def replan(self, reason: str) -> None:
-        self.replans.append(reason)
-
-    def hardware(self, reading: HardwareReading) -> None:
-        self.readings.append(reading)
-
-    def offload_failed(self, per_family: Mapping[int, int]) -> None:
-        self.offload.append(dict(per_family))
 
 
 class FakeEvents:

@@ -28,7 +28,8 @@ from agent.apply.linux.offload import (
 from agent.apply.linux.view import ROUTES
 from agent.config import DataplaneConfig
 from agent.headroom.resources import Capacity
-from tests.test_linux_fakes import FakeEvents, FakeKernel, RecordingFeedback
+from tests.recording import RecordingFeedback
+from tests.test_linux_fakes import FakeEvents, FakeKernel
 
 AGENT, BGP = 233, 186
 FAILED = RTM_F_OFFLOAD_FAILED

@@ -150,3 +150,26 @@ class Applier(Protocol[D]):
     def loops(self) -> Sequence[Callable[[], Awaitable[None]]]: ...
 
     async def report(self, outcome: Outcome) -> None: ...
+
+
+class NothingOfItsOwn:
+    """The contract's defaults for an applier with nothing to open, observe, run or publish of
+    its own (the FRR appliers: sessions are observed by BgpObserver, not by them)."""
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def held(self) -> Held:
+        return {}
+
+    def counts(self) -> Mapping[str, int]:
+        return {}
+
+    def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        return ()
+
+    async def report(self, outcome: Outcome) -> None:
+        """Nothing to publish."""

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.apply.contract import Applier, HardwareReading
+from agent.apply.contract import Applier
 from agent.apply.sonic.db import CONFIG_DB, SonicDb, load_database_config
 from agent.apply.sonic.schema import TABLE_ORDER
 from agent.config import AgentConfig, parse_config
 from lab.orchagent import OrchagentStandIn
 from lab.redis_server import RedisServer
+from tests.recording import RecordingFeedback
 
 FABRIC = {"server_ports": ["Ethernet0", "Ethernet4"], "pod_supernets": ["10.244.0.0/16"]}
 
@@ -87,24 +88,6 @@ async def orchagent(redis_server: RedisServer) -> AsyncIterator[OrchagentStandIn
         yield stand_in
     finally:
         await stand_in.stop()
-
-
-class RecordingFeedback:
-    """agent.apply.contract.Feedback that records every call."""
-
-    def __init__(self) -> None:
-        self.replans: list[str] = []
-        self.readings: list[HardwareReading] = []
-        self.offload: list[Mapping[int, int]] = []
-
-    def replan(self, reason: str) -> None:
-        self.replans.append(reason)
-
-    def hardware(self, reading: HardwareReading) -> None:
-        self.readings.append(reading)
-
-    def offload_failed(self, per_family: Mapping[int, int]) -> None:
-        self.offload.append(per_family)
 
 
 @pytest.fixture

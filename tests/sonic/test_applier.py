@@ -26,7 +26,8 @@ from agent.plan.build import plan
 from agent.plan.model import DataplaneDesired, StaticRoute, VtepDevice, VxlanPeer, originated_only
 from lab.orchagent import OrchagentStandIn, Pop
 from lab.redis_server import RedisServer
-from tests.sonic.conftest import RecordingFeedback, node, running, sonic_config
+from tests.recording import RecordingFeedback
+from tests.sonic.conftest import node, running, sonic_config
 
 PORTS = {"192.168.10.1": "Ethernet0", "192.168.10.2": "Ethernet4", "192.168.10.3": "Ethernet8"}
 

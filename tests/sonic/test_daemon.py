@@ -13,7 +13,7 @@ from typing import cast
 
 import pytest
 
-from agent.apply.backends import open_backend
+from agent.apply.backends import Backend, open_backend
 from agent.apply.frr.render import render_frr
 from agent.apply.sonic.db import APPL_DB, COUNTERS_DB, SonicDb
 from agent.apply.sonic.producer import ProducerStateTable
@@ -25,21 +25,30 @@ from tests.sonic.conftest import device_metadata, node, running, sonic_config
 from tests.sonic.test_crm_state import CRM_STATS
 
 
-@pytest.fixture
-async def agent(sonic_db: SonicDb, database_config: Path, tmp_path: Path,
-                orchagent: OrchagentStandIn) -> AsyncIterator[Agent]:
+async def sonic_agent(sonic_db: SonicDb, database_config: Path, tmp_path: Path,
+                      **headroom: object) -> tuple[Agent, Backend]:
+    """The daemon as run_agent() builds it on a SONiC switch in the "separated" routing config
+    mode (FRR is bgpcfgd's), with CRM's counters set; its data plane started."""
     await device_metadata(sonic_db, hostname="leaf7", bgp_asn="65107",
                           docker_routing_config_mode="separated")
     await sonic_db.client(COUNTERS_DB).hset("CRM:STATS", mapping=CRM_STATS)
     base = sonic_config(database_config)
     config = base.model_copy(update={
         "kubernetes": base.kubernetes.model_copy(update={"watch_pods": False}),
+        "headroom": base.headroom.model_copy(update=headroom),
         "status": base.status.model_copy(update={"state_file": str(tmp_path / "status.json")}),
     })
     backend = await open_backend(config)
     daemon = Agent(cast(KubeApi, object()), backend)
     await daemon.dataplane.start()
     daemon.nodes.synced = daemon.nodes.connected = True
+    return daemon, backend
+
+
+@pytest.fixture
+async def agent(sonic_db: SonicDb, database_config: Path, tmp_path: Path,
+                orchagent: OrchagentStandIn) -> AsyncIterator[Agent]:
+    daemon, backend = await sonic_agent(sonic_db, database_config, tmp_path)
     try:
         yield daemon
     finally:
@@ -119,20 +128,9 @@ async def test_a_crm_threshold_crossing_is_one_event(agent: Agent, sonic_db: Son
 async def test_the_config_override_beats_crm(sonic_db: SonicDb, database_config: Path,
                                              tmp_path: Path,
                                              orchagent: OrchagentStandIn) -> None:
-    await device_metadata(sonic_db, hostname="leaf7", bgp_asn="65107",
-                          docker_routing_config_mode="separated")
-    await sonic_db.client(COUNTERS_DB).hset("CRM:STATS", mapping=CRM_STATS)
-    base = sonic_config(database_config)
-    config = base.model_copy(update={
-        "kubernetes": base.kubernetes.model_copy(update={"watch_pods": False}),
-        "headroom": base.headroom.model_copy(update={"capacity": {"ipv4_routes": 100}}),
-        "status": base.status.model_copy(update={"state_file": str(tmp_path / "status.json")}),
-    })
-    backend = await open_backend(config)
-    agent = Agent(cast(KubeApi, object()), backend)
-    await agent.dataplane.start()
+    agent, backend = await sonic_agent(sonic_db, database_config, tmp_path,
+                                       capacity={"ipv4_routes": 100})
     try:
-        agent.nodes.synced = agent.nodes.connected = True
         agent.nodes.store["srv1"] = node("srv1", "Ethernet0", "static", "10.244.1.0/24",
                                          "192.168.10.1")
         await agent.reconciler.reconcile()

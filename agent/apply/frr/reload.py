@@ -27,12 +27,12 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.apply.contract import ApplyResult, Held, Outcome, TableCounts
+from agent.apply.contract import ApplyResult, NothingOfItsOwn, TableCounts
 from agent.apply.frr.render import UnsafeValue, render_frr
 from agent.config import FrrConfig
 from agent.plan.model import FrrDesired
@@ -114,10 +114,9 @@ def _result(ok: bool, action: str, started: float, t0: float, delta: Delta | Non
                        recheck_after)
 
 
-class FrrApplier:
+class FrrApplier(NothingOfItsOwn):
     """Owns FRR's configuration (agent.apply.contract). Not reentrant: the reconcile loop
-    serialises calls. FRR's sessions are observed by BgpObserver, not here: held() and
-    counts() are empty."""
+    serialises calls. FRR's sessions are observed by BgpObserver, not here."""
 
     name = "frr"
 
@@ -127,24 +126,6 @@ class FrrApplier:
         self.drift_settle_seconds = drift_settle_seconds
         self.last_applied: str | None = None
         self._suspected: Delta | None = None  # drift seen by resync(), waiting to settle
-
-    async def start(self) -> None:
-        """Nothing to open: every step runs vtysh or frr-reload.py."""
-
-    async def close(self) -> None:
-        """Nothing to release; FRR keeps running what it runs."""
-
-    def held(self) -> Held:
-        return {}
-
-    def counts(self) -> Mapping[str, int]:
-        return {}
-
-    def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return ()
-
-    async def report(self, outcome: Outcome) -> None:
-        """FRR has no side of its own to publish to."""
 
     def _pathspace(self) -> list[str]:
         return ["-N", self.cfg.pathspace] if self.cfg.pathspace else []

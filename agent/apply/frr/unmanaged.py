@@ -9,20 +9,16 @@ VXLAN nodes is served fully by the data plane, and its health is then ok.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from agent.apply.contract import ApplyResult, Held, Outcome
+from agent.apply.contract import ApplyResult, NothingOfItsOwn
 from agent.plan.model import FrrDesired
 
 
-class UnmanagedFrr:
+class UnmanagedFrr(NothingOfItsOwn):
     name = "frr"
 
     def __init__(self, reason: str) -> None:
         self.reason = reason  # why FRR is not managed here, for the status and STATE_DB
-
-    async def start(self) -> None:
-        """Nothing to open."""
 
     async def apply(self, desired: FrrDesired) -> ApplyResult:
         wants_bgp = any(p.node for p in desired.server_peers)
@@ -31,18 +27,3 @@ class UnmanagedFrr:
 
     async def resync(self) -> ApplyResult | None:
         return None  # nothing of ours to drift
-
-    async def close(self) -> None:
-        """Nothing to release."""
-
-    def held(self) -> Held:
-        return {}
-
-    def counts(self) -> Mapping[str, int]:
-        return {}
-
-    def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return ()
-
-    async def report(self, outcome: Outcome) -> None:
-        """Nothing to publish."""
