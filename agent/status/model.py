@@ -1,9 +1,9 @@
 """What the status service serves, as plain data, and the interface the daemon implements.
 
-Pure: no gRPC, no I/O. The daemon implements `StatusProvider` from what it already holds (the
-informers' stores, the last plan, the appliers' last results, the pod index); agent/status/server.py
-turns these dataclasses into protobuf messages and fabricctl turns them back, so both ends share
-one vocabulary and the JSON that fabricctl prints is these fields by name.
+Pure: no gRPC, no I/O. agent.status.view implements `StatusProvider` from the observed state
+(agent.status.state); agent.status.server turns these dataclasses into protobuf messages and
+fabricctl turns them back, so both ends share one vocabulary and the JSON that fabricctl prints
+is these fields by name.
 
 `EventLog` is the one piece with behaviour: a bounded history (count and age) plus fan-out to
 live subscribers, each of which first receives the history. Publishing never blocks and never
