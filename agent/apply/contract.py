@@ -1,8 +1,10 @@
 """The one contract every applier keeps (FRR, the Linux kernel, SONiC's Redis), and its one
 result type.
 
-The runtime's reconcile loop (agent.runtime.reconcile) owns the only apply lock: it calls
-apply() and resync() one at a time, never concurrently; an applier takes no lock of its own.
+The runtime's reconcile loop (agent.runtime.reconcile) owns the apply lock: it calls apply()
+and resync() one at a time, never concurrently, for all appliers. An applier whose own loops
+write too (the Linux event repair, SONiC's replay after a Redis restart) serialises those
+writes with its applies itself; nothing else takes a lock.
 
 - start(): open what it needs (sockets, databases) and observe what is already there: a
   restarted agent adopts the state it finds, it does not rewrite it. Raises StartupError when
