@@ -20,6 +20,14 @@ from lab.agent_lab import (
     AgentLab,
     flannel_annotations,
 )
+from tests.integration.expect import (
+    SPINE,
+    assert_json,
+    bgp_table,
+    expect_json,
+    expected,
+    owned_routes,
+)
 from tests.integration.measurements import record
 
 PROTO = "233"  # dataplane.route_protocol default
@@ -46,10 +54,6 @@ def reachable(env: AgentLab, ip: str) -> bool:
     return res.returncode == 0
 
 
-def owned_routes(env: AgentLab) -> dict[str, Any]:
-    return {r["dst"]: r for r in env.lab.ip_json(LEAF, "route", "show", "proto", PROTO)}
-
-
 def _bridge_fdb(env: AgentLab) -> list[dict[str, Any]]:
     """The VTEP's unicast FDB entries (those with a remote dst), as `bridge -j fdb` prints."""
     out = env.lab.exec(LEAF, ["bridge", "-j", "fdb", "show", "dev", VTEP], check=False).stdout
@@ -64,24 +68,17 @@ def neighbours(env: AgentLab) -> dict[str, str]:
 def test_static_and_overlay_pods_reachable_from_behind_the_leaf(env: AgentLab) -> None:
     for pod in pods():
         assert reachable(env, pod["pod"]), pod
-    routes = owned_routes(env)
-    assert routes["10.244.5.0/24"]["gateway"] == "192.168.10.5"
-    for node in FLANNEL_NODES.values():
-        route = routes[node["cidr"]]
-        assert route["dev"] == VTEP and "onlink" in route.get("flags", [])
+    # static: via the node's InternalIP; overlay: via the peer's <subnet>.0, onlink on the VTEP
+    assert_json(owned_routes(env), expected("leaf1-dataplane-routes"), "the agent's routes")
     link = env.lab.ip_json(LEAF, "-d", "link", "show", VTEP)[0]
-    info = link["linkinfo"]["info_data"]
-    assert (info["id"], info["port"], info["local"]) == (1, 8472, "10.0.0.1")
-    assert link["address"] == "02:00:00:00:00:01"
+    assert_json(link, expected("leaf1-vtep"), "the agent's VTEP")
     assert {e["mac"]: e["dst"] for e in _bridge_fdb(env)} == {
         n["mac"]: n["public_ip"] for n in FLANNEL_NODES.values()}
 
 
 def test_routed_pod_cidrs_are_redistributed_to_the_spine(env: AgentLab) -> None:
-    def at_spine() -> bool:
-        routes = env.lab.vtysh_json("spine1", "show bgp ipv4 unicast json").get("routes", {})
-        return {"10.244.5.0/24", "10.244.7.0/24", "10.244.8.0/24"} <= set(routes)
-    env.wait(at_spine, 30.0, "static and overlay pod CIDRs at the spine")
+    expect_json(env, lambda: bgp_table(env, SPINE), expected("spine1-dataplane-routes"), 30.0,
+                "static and overlay pod CIDRs at the spine, originated by the leaf")
 
 
 def test_owned_route_deleted_by_hand_comes_back(env: AgentLab, request: pytest.FixtureRequest
