@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lab.agent_lab import LEAF, AgentLab
 from lab.topotest import json_cmp, run_and_expect
 
@@ -82,3 +84,8 @@ def session_counters(env: AgentLab, node: str = LEAF) -> dict[str, dict[str, Any
                "dropped": n.get("connectionsDropped")}
         for port, n in env.lab.vtysh_json(node, "show bgp neighbors json").items()
     }
+
+
+def agent_settings(env: AgentLab) -> dict[str, Any]:
+    """The config file the lab's agent runs with (timings a window must outlast)."""
+    return yaml.safe_load(env.config_path.read_text())
