@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from lab.agent_lab import LEAF, AgentLab
-from lab.topotest import json_cmp, run_and_expect
+from lab.topotest import hold, json_cmp, run_and_expect
 
 EXPECTED = Path(__file__).resolve().parent / "expected"
 SPINE = "spine1"
@@ -40,6 +40,15 @@ def expect_json(env: AgentLab, func: Callable[[], Any], want: Any, timeout: floa
         return run_and_expect(func, want, timeout, desc=desc)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- lab state ---\n{env.diagnostics()}") from None
+
+
+def hold_lab(env: AgentLab, invariant: Callable[[], None], **window: Any) -> Any:
+    """lab.topotest.hold (an invariant checked at every poll of a window), with the lab's state
+    in the error when it fails."""
+    try:
+        return hold(invariant, **window)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- lab state ---\n{env.diagnostics()}") from exc
 
 
 def assert_json(output: Any, want: Any, desc: str) -> None:

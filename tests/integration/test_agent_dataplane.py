@@ -20,7 +20,6 @@ from lab.agent_lab import (
     AgentLab,
     flannel_annotations,
 )
-from lab.topotest import hold
 from tests.integration.expect import (
     SPINE,
     agent_settings,
@@ -28,6 +27,7 @@ from tests.integration.expect import (
     bgp_table,
     expect_json,
     expected,
+    hold_lab,
     owned_routes,
 )
 from tests.integration.measurements import record
@@ -133,16 +133,16 @@ def test_foreign_routes_are_never_touched_while_the_agent_works(env: AgentLab) -
         return (routes.get(present, {}).get("gateway") == st1["ip"]) and absent not in routes
     try:
         env.api.patch_node("st1", {"spec": {"podCIDRs": [moved], "podCIDR": moved}})
-        hold(untouched, until=lambda: owned_exactly(moved, st1["cidr"]), timeout=15.0,
-             desc=f"the agent's route to st1 moved from {st1['cidr']} to {moved}")
+        hold_lab(env, untouched, until=lambda: owned_exactly(moved, st1["cidr"]),
+                 timeout=15.0, desc=f"the agent's route to st1 moved from {st1['cidr']} to {moved}")
         env.lab.exec(LEAF, ["ip", "route", "del", moved, "proto", PROTO])
-        hold(untouched, until=lambda: moved in owned_routes(env), timeout=10.0,
-             desc="the agent's route deleted by hand restored")
-        hold(untouched, seconds=resync + 2.0, desc="a full data plane resync period")
+        hold_lab(env, untouched, until=lambda: moved in owned_routes(env), timeout=10.0,
+                 desc="the agent's route deleted by hand restored")
+        hold_lab(env, untouched, seconds=resync + 2.0, desc="a full data plane resync period")
         assert owned_exactly(moved, st1["cidr"])
         env.api.patch_node("st1", {"spec": {"podCIDRs": [st1["cidr"]], "podCIDR": st1["cidr"]}})
-        hold(untouched, until=lambda: owned_exactly(st1["cidr"], moved), timeout=15.0,
-             desc=f"the agent's route to st1 back at {st1['cidr']}")
+        hold_lab(env, untouched, until=lambda: owned_exactly(st1["cidr"], moved),
+                 timeout=15.0, desc=f"the agent's route to st1 back at {st1['cidr']}")
     finally:
         for route in FOREIGN:
             env.lab.exec(LEAF, ["ip", "route", "del", *route], check=False)
