@@ -423,11 +423,13 @@ class Lab:
         return proc.stdout
 
     def vtysh_json(self, node: str, command: str) -> Any:
-        """Run one ``... json`` vtysh command and parse its output."""
+        """Run one ``... json`` vtysh command and parse its output. A command that several
+        daemons answer (``show ip prefix-list ... json``: zebra and bgpd) prints one object per
+        daemon; their keys (``ZEBRA``, ``BGP``) are merged into one object."""
         out = self.vtysh(node, command)
         try:
-            return json.loads(out)
-        except json.JSONDecodeError as exc:
+            return _json_documents(out)
+        except (json.JSONDecodeError, TypeError) as exc:
             raise LabError(f"{node}: {command!r} did not return JSON: {out[:500]!r}") from exc
 
     def ip_json(self, node: str, *args: str) -> Any:
@@ -587,6 +589,28 @@ class Lab:
 
 
 # --- module helpers ----------------------------------------------------------------------------
+
+
+def _json_documents(text: str) -> Any:
+    """One JSON document, or several objects one after another merged into one object."""
+    decoder = json.JSONDecoder()
+    docs: list[Any] = []
+    at = 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text) and docs:
+            break
+        doc, at = decoder.raw_decode(text, at)
+        docs.append(doc)
+    if len(docs) == 1:
+        return docs[0]
+    merged: dict[str, Any] = {}
+    for doc in docs:
+        if not isinstance(doc, dict):
+            raise TypeError(f"several JSON documents, not all objects: {type(doc).__name__}")
+        merged.update(doc)
+    return merged
 
 
 def _require_root() -> None:

@@ -1,7 +1,8 @@
 """Polling helpers in the style of FRR's topotests (tests/topotests/lib/topotest.py).
 
 Tests never sleep a fixed time: they poll a command until its output matches, with a deadline,
-and fail with the last difference seen.
+and fail with the last difference seen. To prove that something does not happen, ``hold`` checks
+an invariant at every poll of a window (for some seconds, or until something else happened).
 
 ``json_cmp(output, expected)`` follows FRR's semantics:
 
@@ -133,6 +134,51 @@ def wait_until(
         return bool(value), value
 
     return _poll(check, timeout, interval, desc, lambda: last)
+
+
+def hold(
+    invariant: Callable[[], None],
+    seconds: float | None = None,
+    until: Callable[[], T] | None = None,
+    timeout: float | None = None,
+    desc: str = "",
+    interval: float = 0.25,
+) -> T | int:
+    """Check that something does NOT happen: call ``invariant`` (which raises AssertionError on
+    a violation; raised at once, never retried) every ``interval`` seconds, either for
+    ``seconds`` (returns how many checks passed, at least two: one at the start, one at the end)
+    or until ``until`` returns something truthy (checked after each invariant; returns it),
+    failing after ``timeout`` seconds. An exception from ``until`` counts as false."""
+    if (seconds is None) == (until is None):
+        raise ValueError("hold() needs either seconds or until")
+    if until is not None and timeout is None:
+        raise ValueError("hold(until=...) needs a timeout")
+    started = time.monotonic()
+    limit = started + (seconds if seconds is not None else timeout or 0.0)
+    checks = 0
+    last = "never called"
+    while True:
+        now = time.monotonic()
+        try:
+            invariant()
+        except AssertionError as exc:
+            raise AssertionError(f"after {now - started:.1f} s of {desc or 'the window'}: "
+                                 f"{exc}") from exc
+        checks += 1
+        if until is not None:
+            try:
+                value = until()
+                last = f"last value: {_short(value)}"
+            except Exception as exc:
+                value, last = None, f"last error: {type(exc).__name__}: {exc}"
+            if value:
+                return value
+            if now >= limit:
+                raise AssertionError(f"timed out after {now - started:.1f} s waiting for "
+                                     f"{desc}\n{last}")
+        elif now >= limit:
+            return checks
+        time.sleep(min(interval, max(0.0, limit - time.monotonic())))
 
 
 def _poll(

@@ -1,6 +1,7 @@
 """The agent on a real FRR leaf, driven through the Kubernetes API test server.
 
-Every assertion polls FRR's JSON or the leaf kernel with a deadline (topotest style). The lab is
+Every assertion polls FRR's JSON or the leaf kernel with a deadline (topotest style), most of them
+against an expected JSON file (tests/integration/expected/, compared with json_cmp). The lab is
 shared by the module; tests run in file order and put back what they change.
 """
 
@@ -14,73 +15,51 @@ from typing import Any
 import pytest
 
 from lab.agent_lab import LEAF, SERVERS, AgentLab
+from lab.topotest import run_and_expect
+from tests.integration.expect import (
+    SPINE,
+    assert_json,
+    bgp_neighbor,
+    bgp_prefix,
+    bgp_summary,
+    bgp_table,
+    expect_json,
+    expected,
+    prefix_lists,
+    session_counters,
+)
 from tests.integration.measurements import record
-
-SPINE = "spine1"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def nodes(env: AgentLab) -> Iterator[None]:
     for name in SERVERS:
         env.add_server_node(name)
-    env.wait(
-        lambda: all(env.established(SERVERS[n]["port"]) for n in SERVERS),
-        60.0,
-        "sessions with srv1..srv3 Established",
-    )
+    expect_json(env, lambda: bgp_summary(env), expected("leaf1-sessions"), 60.0,
+                "sessions with srv1..srv3 and the spine Established")
     yield
 
 
-def neighbor(env: AgentLab, port: str) -> dict[str, Any]:
-    return env.lab.vtysh_json(LEAF, f"show bgp neighbors {port} json").get(port, {})
-
-
-def connections(env: AgentLab) -> dict[str, int]:
-    """How often each server session has come up: unchanged means no flap."""
-    return {
-        s["port"]: neighbor(env, s["port"]).get("connectionsEstablished", -1)
-        for s in SERVERS.values()
-    }
-
-
 def spine_routes(env: AgentLab) -> dict[str, Any]:
-    return env.lab.vtysh_json(SPINE, "show bgp ipv4 unicast json").get("routes", {})
-
-
-def leaf_path(env: AgentLab, prefix: str) -> dict[str, Any]:
-    paths = env.lab.vtysh_json(LEAF, f"show bgp ipv4 unicast {prefix} json").get("paths", [])
-    return paths[0] if paths else {}
+    return bgp_table(env, SPINE).get("routes", {})
 
 
 def test_sessions_established_and_pod_cidrs_installed(env: AgentLab) -> None:
-    routes = {}
-
-    def installed() -> bool:
-        routes.update(env.kernel_routes())
-        return all(s["cidr"] in routes and s["ip"] in routes for s in SERVERS.values())
-
-    env.wait(installed, 30.0, "each node's pod CIDR and InternalIP in leaf1's kernel")
-    for srv in SERVERS.values():
-        assert routes[srv["cidr"]]["dev"] == srv["port"]
-        assert routes[srv["cidr"]]["protocol"] == "bgp"
-    env.wait(
-        lambda: all(s["cidr"] in spine_routes(env) for s in SERVERS.values()),
-        30.0,
-        "pod CIDRs advertised to the spine",
-    )
+    expect_json(env, env.kernel_routes, expected("leaf1-kernel-server-routes"), 30.0,
+                "each node's pod CIDR and InternalIP in leaf1's kernel, by BGP via its port")
+    expect_json(env, lambda: bgp_table(env, SPINE), expected("spine1-server-routes"), 30.0,
+                "pod CIDRs and InternalIPs advertised to the spine, originated by their node")
 
 
 def test_prefixes_a_node_does_not_own_are_not_installed(env: AgentLab) -> None:
     # srv1 announces 10.99.0.0/24 (nobody's), 10.244.2.0/24 and 10.244.2.128/25 (srv2's).
-    srv1_sent = env.lab.vtysh_json("srv1", "show bgp ipv4 unicast json")["routes"]
-    assert {"10.99.0.0/24", "10.244.2.128/25"} <= set(srv1_sent), "lab must send the bait"
-    received = neighbor(env, "swp1")["addressFamilyInfo"]["ipv4Unicast"]
-    assert received["acceptedPrefixCounter"] == 2  # its pod CIDR and its InternalIP, only
-    routes = env.kernel_routes()
-    assert "10.99.0.0/24" not in routes and "10.244.2.128/25" not in routes
-    assert routes["10.244.2.0/24"]["dev"] == "swp2"
-    spine = spine_routes(env)
-    assert "10.99.0.0/24" not in spine and "10.244.2.128/25" not in spine
+    assert_json(bgp_table(env, "srv1"), expected("srv1-bait"), "lab must send the bait")
+    # its pod CIDR and its InternalIP, only
+    assert_json(bgp_neighbor(env, "swp1"), expected("leaf1-swp1-accepted"),
+                "leaf1 accepts two prefixes from srv1")
+    assert_json(bgp_table(env, LEAF), expected("bgp-bait-refused"), "leaf1's BGP table")
+    assert_json(env.kernel_routes(), expected("leaf1-kernel-bait-refused"), "leaf1's kernel")
+    assert_json(bgp_table(env, SPINE), expected("bgp-bait-refused"), "spine1's BGP table")
 
 
 def test_node_change_to_applied_config_latency(
@@ -92,10 +71,11 @@ def test_node_change_to_applied_config_latency(
         cidr = f"10.244.{30 + i}.0/24"
         t0 = time.monotonic()
         env.api.patch_node("srv3", {"spec": {"podCIDRs": [cidr], "podCIDR": cidr}})
-        env.wait(
-            lambda c=cidr: c in env.lab.vtysh(LEAF, "show ip prefix-list KFA-NODE-swp3-V4"),
+        run_and_expect(
+            lambda: prefix_lists(env),
+            {"BGP": {"KFA-NODE-swp3-V4": {"entries": [{"type": "permit", "prefix": cidr}]}}},
             15.0,
-            f"{cidr} in srv3's prefix list",
+            desc=f"{cidr} in srv3's prefix list",
         )
         samples.append(time.monotonic() - t0)
     original = SERVERS["srv3"]["cidr"]
@@ -112,25 +92,23 @@ def test_node_change_to_applied_config_latency(
 
 def test_cordon_drains_gracefully_and_uncordon_restores(env: AgentLab) -> None:
     cidr = SERVERS["srv1"]["cidr"]
-    before = connections(env)
+    before = session_counters(env)
     env.api.patch_node("srv1", {"spec": {"unschedulable": True}})
-    env.wait(lambda: leaf_path(env, cidr).get("locPrf") == 0, 20.0, "local-pref 0 on srv1")
-    path = leaf_path(env, cidr)
-    assert "graceful-shutdown" in path.get("community", {}).get("string", "")
+    expect_json(env, lambda: bgp_prefix(env, LEAF, cidr), expected("leaf1-srv1-cordoned"),
+                20.0, "srv1's CIDR with local-pref 0 and graceful-shutdown on the leaf")
     assert cidr in env.kernel_routes(), "draining keeps forwarding"
-
-    def spine_prepended() -> bool:
-        route = spine_routes(env).get(cidr, [{}])[0]
-        return route.get("path", "").split().count("65101") == 4
-
-    env.wait(spine_prepended, 20.0, "spine sees srv1's CIDR with a prepended AS path")
+    expect_json(env, lambda: bgp_prefix(env, SPINE, cidr), expected("spine1-srv1-cordoned"),
+                20.0, "spine sees srv1's CIDR with the leaf's AS prepended three times")
     env.api.patch_node("srv1", {"spec": {"unschedulable": False}})
-    env.wait(lambda: leaf_path(env, cidr).get("locPrf") != 0, 20.0, "srv1 undrained")
-    assert connections(env) == before, "cordon must not reset sessions"
+    expect_json(env, lambda: bgp_prefix(env, LEAF, cidr), expected("leaf1-srv1-uncordoned"),
+                20.0, "srv1 undrained: no local-pref 0, no graceful-shutdown")
+    expect_json(env, lambda: bgp_prefix(env, SPINE, cidr), expected("spine1-srv1-uncordoned"),
+                20.0, "spine sees srv1's CIDR without the prepend")
+    assert session_counters(env) == before, "cordon must not reset sessions"
 
 
 def test_hostile_node_is_refused_and_nothing_reaches_frr(env: AgentLab) -> None:
-    before = connections(env)
+    before = session_counters(env)
     env.api.admin(
         "inject/nodes",
         {
@@ -160,19 +138,19 @@ def test_hostile_node_is_refused_and_nothing_reaches_frr(env: AgentLab) -> None:
     assert "remote-as internal" not in config and "router bgp 1\n" not in config
     assert "permit any" not in config
     assert env.agent_proc is not None and env.agent_proc.poll() is None
-    assert connections(env) == before
+    assert session_counters(env) == before
     env.api.delete_node("intruder")
 
 
 def test_api_server_restart_does_not_disturb_sessions(env: AgentLab) -> None:
-    before = connections(env)
+    before = session_counters(env)
     env.stop_api()
     env.wait(
         lambda: env.status().get("serving_last_known_state"),
         30.0,
         "status to say the agent serves its last known state",
     )
-    assert connections(env) == before
+    assert session_counters(env) == before
     assert all(s["cidr"] in env.kernel_routes() for s in SERVERS.values())
     env.start_api()  # same port, same objects and resourceVersions (state file)
     env.wait(
@@ -181,18 +159,17 @@ def test_api_server_restart_does_not_disturb_sessions(env: AgentLab) -> None:
     # A change made after the restart still arrives.
     env.api.patch_node("srv3", {"metadata": {"labels": {"after-restart": "yes"}}})
     env.api.patch_node("srv1", {"spec": {"unschedulable": True}})
-    env.wait(
-        lambda: leaf_path(env, SERVERS["srv1"]["cidr"]).get("locPrf") == 0,
-        20.0,
-        "a change after the restart applied",
-    )
+    cidr = SERVERS["srv1"]["cidr"]
+    expect_json(env, lambda: bgp_prefix(env, LEAF, cidr), expected("leaf1-srv1-cordoned"),
+                20.0, "a change after the restart applied")
     env.api.patch_node("srv1", {"spec": {"unschedulable": False}})
-    env.wait(lambda: leaf_path(env, SERVERS["srv1"]["cidr"]).get("locPrf") != 0, 20.0, "undrained")
-    assert connections(env) == before
+    expect_json(env, lambda: bgp_prefix(env, LEAF, cidr), expected("leaf1-srv1-uncordoned"),
+                20.0, "undrained")
+    assert session_counters(env) == before
 
 
 def test_expired_resource_version_relists_without_disturbing_sessions(env: AgentLab) -> None:
-    before = connections(env)
+    before = session_counters(env)
     relists = env.agent_log.read_text().count("relisting")
     env.stop_api()
     # Another replica takes a write the agent's server never streams; when ours comes back its
@@ -204,7 +181,7 @@ def test_expired_resource_version_relists_without_disturbing_sessions(env: Agent
     env.wait(lambda: SERVERS["srv3"]["cidr"] not in env.kernel_routes(), 30.0,
              "srv3's routes withdrawn after the relist")
     assert env.agent_log.read_text().count("relisting") > relists
-    assert {k: v for k, v in connections(env).items() if k != "swp3"} == {
+    assert {k: v for k, v in session_counters(env).items() if k != "swp3"} == {
         k: v for k, v in before.items() if k != "swp3"}
     env.add_server_node("srv3")
     env.wait(lambda: SERVERS["srv3"]["cidr"] in env.kernel_routes(), 30.0, "srv3 back")
@@ -212,11 +189,8 @@ def test_expired_resource_version_relists_without_disturbing_sessions(env: Agent
 
 def test_deleting_a_node_removes_its_session(env: AgentLab) -> None:
     env.api.delete_node("srv3")
-    env.wait(
-        lambda: "k8s-node:none" in neighbor(env, "swp3").get("nbrDesc", ""),
-        20.0,
-        "swp3 back to an unknown port",
-    )
+    expect_json(env, lambda: bgp_neighbor(env, "swp3"), expected("leaf1-swp3-unknown-port"),
+                20.0, "swp3 back to an unknown port")
     config = env.running_config()
     assert "KFA-NODE-swp3" not in config
     assert " neighbor swp3 route-map KFA-DENY in" in config
@@ -258,30 +232,23 @@ def test_hand_edit_of_frr_is_repaired(env: AgentLab) -> None:
     env.lab.vtysh(
         LEAF, "configure terminal", f"no ip prefix-list KFA-NODE-swp1-V4 seq 10 permit {cidr}"
     )
-    env.wait(
-        lambda: cidr in env.lab.vtysh(LEAF, "show ip prefix-list KFA-NODE-swp1-V4"),
-        20.0,
-        "the resync to put srv1's prefix back",
-    )
+    expect_json(env, lambda: prefix_lists(env), expected("leaf1-prefix-list-swp1"), 20.0,
+                "the resync to put srv1's prefix back, in zebra and bgpd")
     env.wait(lambda: cidr in env.kernel_routes(), 20.0, "srv1's pod CIDR back in the kernel")
 
 
 def test_bgpd_crash_is_survived(env: AgentLab) -> None:
     env.lab.frr_restart(LEAF, "bgpd")
-    env.wait(
-        lambda: all(env.established(s["port"]) for s in SERVERS.values()),
-        60.0,
-        "sessions back after bgpd restarted",
-    )
-    env.wait(
-        lambda: all(s["cidr"] in env.kernel_routes() for s in SERVERS.values()), 30.0, "routes back"
-    )
+    expect_json(env, lambda: bgp_summary(env), expected("leaf1-sessions"), 60.0,
+                "sessions back after bgpd restarted")
+    expect_json(env, env.kernel_routes, expected("leaf1-kernel-server-routes"), 30.0,
+                "routes back")
     assert env.agent_proc is not None and env.agent_proc.poll() is None
     assert "KFA-NODE-swp1-IN-V4" in env.running_config()
 
 
 def test_agent_restart_changes_nothing(env: AgentLab) -> None:
-    before = connections(env)
+    before = session_counters(env)
     config = env.running_config()
     old_start = env.status()["started"]
     assert env.stop_agent() == 0
@@ -295,7 +262,7 @@ def test_agent_restart_changes_nothing(env: AgentLab) -> None:
         30.0,
         "the restarted agent to find FRR already in sync",
     )
-    assert connections(env) == before
+    assert session_counters(env) == before
     assert env.running_config() == config
 
 

@@ -20,6 +20,16 @@ from lab.agent_lab import (
     AgentLab,
     flannel_annotations,
 )
+from tests.integration.expect import (
+    SPINE,
+    agent_settings,
+    assert_json,
+    bgp_table,
+    expect_json,
+    expected,
+    hold_lab,
+    owned_routes,
+)
 from tests.integration.measurements import record
 
 PROTO = "233"  # dataplane.route_protocol default
@@ -46,10 +56,6 @@ def reachable(env: AgentLab, ip: str) -> bool:
     return res.returncode == 0
 
 
-def owned_routes(env: AgentLab) -> dict[str, Any]:
-    return {r["dst"]: r for r in env.lab.ip_json(LEAF, "route", "show", "proto", PROTO)}
-
-
 def _bridge_fdb(env: AgentLab) -> list[dict[str, Any]]:
     """The VTEP's unicast FDB entries (those with a remote dst), as `bridge -j fdb` prints."""
     out = env.lab.exec(LEAF, ["bridge", "-j", "fdb", "show", "dev", VTEP], check=False).stdout
@@ -64,24 +70,17 @@ def neighbours(env: AgentLab) -> dict[str, str]:
 def test_static_and_overlay_pods_reachable_from_behind_the_leaf(env: AgentLab) -> None:
     for pod in pods():
         assert reachable(env, pod["pod"]), pod
-    routes = owned_routes(env)
-    assert routes["10.244.5.0/24"]["gateway"] == "192.168.10.5"
-    for node in FLANNEL_NODES.values():
-        route = routes[node["cidr"]]
-        assert route["dev"] == VTEP and "onlink" in route.get("flags", [])
+    # static: via the node's InternalIP; overlay: via the peer's <subnet>.0, onlink on the VTEP
+    assert_json(owned_routes(env), expected("leaf1-dataplane-routes"), "the agent's routes")
     link = env.lab.ip_json(LEAF, "-d", "link", "show", VTEP)[0]
-    info = link["linkinfo"]["info_data"]
-    assert (info["id"], info["port"], info["local"]) == (1, 8472, "10.0.0.1")
-    assert link["address"] == "02:00:00:00:00:01"
+    assert_json(link, expected("leaf1-vtep"), "the agent's VTEP")
     assert {e["mac"]: e["dst"] for e in _bridge_fdb(env)} == {
         n["mac"]: n["public_ip"] for n in FLANNEL_NODES.values()}
 
 
 def test_routed_pod_cidrs_are_redistributed_to_the_spine(env: AgentLab) -> None:
-    def at_spine() -> bool:
-        routes = env.lab.vtysh_json("spine1", "show bgp ipv4 unicast json").get("routes", {})
-        return {"10.244.5.0/24", "10.244.7.0/24", "10.244.8.0/24"} <= set(routes)
-    env.wait(at_spine, 30.0, "static and overlay pod CIDRs at the spine")
+    expect_json(env, lambda: bgp_table(env, SPINE), expected("spine1-dataplane-routes"), 30.0,
+                "static and overlay pod CIDRs at the spine, originated by the leaf")
 
 
 def test_owned_route_deleted_by_hand_comes_back(env: AgentLab, request: pytest.FixtureRequest
@@ -95,26 +94,60 @@ def test_owned_route_deleted_by_hand_comes_back(env: AgentLab, request: pytest.F
     assert took < 2.0
 
 
-def test_foreign_routes_are_never_touched(env: AgentLab) -> None:
-    env.lab.exec(LEAF, ["ip", "route", "add", "10.244.99.0/24", "via", "192.168.10.5",
-                        "proto", "static"])
-    env.lab.exec(LEAF, ["ip", "route", "add", "10.244.5.0/24", "via", "192.168.10.5",
-                        "proto", "static", "table", "100"])
+# Routes the agent does not own: ownership is the agent's protocol AND the main table.
+FOREIGN = (
+    # another protocol in the main table (an operator's, or another daemon's)
+    ("10.244.99.0/24", "via", "192.168.10.5", "proto", "static"),
+    # st1's pod CIDR in another table: the agent deletes its own 10.244.5.0/24 below
+    ("10.244.5.0/24", "via", "192.168.10.5", "proto", "static", "table", "100"),
+    # the agent's protocol in another table, at the CIDR the agent adds and deletes below
+    ("10.244.55.0/24", "via", "192.168.10.5", "proto", PROTO, "table", "100"),
+)
+
+
+def foreign_routes(env: AgentLab) -> dict[str, list[dict[str, Any]]]:
+    return {"main, proto static": env.lab.ip_json(LEAF, "route", "show", "proto", "static"),
+            "table 100": env.lab.ip_json(LEAF, "route", "show", "table", "100")}
+
+
+def test_foreign_routes_are_never_touched_while_the_agent_works(env: AgentLab) -> None:
+    """The foreign routes stay through work the agent is seen doing in the window: a Node change
+    (st1's pod CIDR moves: the agent deletes its route whose destination has a twin in table
+    100 and adds one whose destination and protocol have a twin there), the repair of its route
+    deleted by hand (a re-dump of the route table holding the foreign routes), a full resync
+    period, and the move back. "Nothing happened to them" alone would also pass with an agent
+    that did nothing."""
+    st1, moved = STATIC_NODES["st1"], "10.244.55.0/24"
+    resync = float(agent_settings(env)["dataplane"]["resync_seconds"])
+    for route in FOREIGN:
+        env.lab.exec(LEAF, ["ip", "route", "add", *route])
+    before = foreign_routes(env)
+    assert [r["dst"] for r in before["main, proto static"]] == ["10.244.99.0/24"], before
+    assert sorted(r["dst"] for r in before["table 100"]) == ["10.244.5.0/24", moved], before
+
+    def untouched() -> None:
+        assert foreign_routes(env) == before, "a foreign route changed"
+
+    def owned_exactly(present: str, absent: str) -> bool:
+        routes = owned_routes(env)
+        return (routes.get(present, {}).get("gateway") == st1["ip"]) and absent not in routes
     try:
-        # a full resync (dataplane.resync_seconds = 5 in the lab) and an apply come and go
-        env.api.patch_node("st1", {"metadata": {"labels": {"touched": "yes"}}})
-        deadline = time.monotonic() + 7.0
-        while time.monotonic() < deadline:
-            routes = {r["dst"]: r for r in env.lab.ip_json(LEAF, "route", "show", "proto",
-                                                           "static")}
-            assert "10.244.99.0/24" in routes
-            time.sleep(0.5)
-        table100 = env.lab.ip_json(LEAF, "route", "show", "table", "100")
-        assert [r["dst"] for r in table100] == ["10.244.5.0/24"]
+        env.api.patch_node("st1", {"spec": {"podCIDRs": [moved], "podCIDR": moved}})
+        hold_lab(env, untouched, until=lambda: owned_exactly(moved, st1["cidr"]),
+                 timeout=15.0, desc=f"the agent's route to st1 moved from {st1['cidr']} to {moved}")
+        env.lab.exec(LEAF, ["ip", "route", "del", moved, "proto", PROTO])
+        hold_lab(env, untouched, until=lambda: moved in owned_routes(env), timeout=10.0,
+                 desc="the agent's route deleted by hand restored")
+        hold_lab(env, untouched, seconds=resync + 2.0, desc="a full data plane resync period")
+        assert owned_exactly(moved, st1["cidr"])
+        env.api.patch_node("st1", {"spec": {"podCIDRs": [st1["cidr"]], "podCIDR": st1["cidr"]}})
+        hold_lab(env, untouched, until=lambda: owned_exactly(st1["cidr"], moved),
+                 timeout=15.0, desc=f"the agent's route to st1 back at {st1['cidr']}")
     finally:
-        env.lab.exec(LEAF, ["ip", "route", "del", "10.244.99.0/24", "proto", "static"],
-                     check=False)
-        env.lab.exec(LEAF, ["ip", "route", "flush", "table", "100"], check=False)
+        for route in FOREIGN:
+            env.lab.exec(LEAF, ["ip", "route", "del", *route], check=False)
+        env.api.patch_node("st1", {"spec": {"podCIDRs": [st1["cidr"]], "podCIDR": st1["cidr"]}})
+    env.wait(lambda: reachable(env, st1["pod"]), 30.0, "st1's pod reachable again")
 
 
 def test_vtep_mac_change_leaves_no_stale_entries(env: AgentLab) -> None:

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from lab.agent_lab import REPO, SERVERS, AgentLab
+from tests.integration.expect import bgp_summary, expect_json, expected
 
 SERVICE = "kube_fabric_agent.v1.FabricStatus"
 
@@ -25,8 +26,8 @@ SERVICE = "kube_fabric_agent.v1.FabricStatus"
 def nodes(env: AgentLab) -> Iterator[None]:
     for name in SERVERS:
         env.add_server_node(name)
-    env.wait(lambda: all(env.established(s["port"]) for s in SERVERS.values()), 60.0,
-             "sessions Established")
+    expect_json(env, lambda: bgp_summary(env), expected("leaf1-sessions"), 60.0,
+                "sessions Established")
     yield
 
 
