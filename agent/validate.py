@@ -72,12 +72,28 @@ def asn(value: object) -> int:
 def ip_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if not isinstance(value, str):
         raise ValueError(f"IP address must be a string, got {value!r}")
+    if "%" in value:
+        # Python parses "fe80::1%swp4" (a zone id); FRR's prefix lists and netlink cannot take
+        # it, and a node's address is never scoped to one of the switch's interfaces.
+        raise ValueError(f"{printable(value)} has a zone id")
     try:
         addr = ipaddress.ip_address(value)
     except ValueError:
         raise ValueError(f"{value!r} is not an IP address") from None
     if addr.is_unspecified or addr.is_multicast or addr.is_loopback:
         raise ValueError(f"{value} is not a usable unicast address")
+    return addr
+
+
+def host_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """A node's routable address (InternalIP, VTEP endpoint): unicast and not link-local (a
+    link-local address is valid on one link only, so a /32 or /128 route to it is meaningless
+    upstream), not the limited broadcast."""
+    addr = ip_address(value)
+    if addr.is_link_local:
+        raise ValueError(f"{addr} is link-local")
+    if addr == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"{addr} is the broadcast address")
     return addr
 
 

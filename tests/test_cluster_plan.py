@@ -249,3 +249,81 @@ def test_plan_admission_keeps_programmed_and_admits_when_room_returns() -> None:
     third = plan(cfg, cluster_state(objs), programmed=second.admission.admitted)
     assert third.admission is not None and set(third.admission.admitted) == {"n2", "n3"}
     assert [r.name for r in third.refusals if r.kind == "headroom"] == ["n1"]
+
+
+# ---- hostile values that used to crash or slip through (issue "Hostile nodes and bad days") ----
+
+
+def flannel_node(backend_data: str, public_ip: str = "198.51.100.7") -> dict[str, Any]:
+    obj = node("fl1", "10.244.7.0/24")
+    obj["metadata"]["annotations"].update({
+        "flannel.alpha.coreos.com/backend-type": "vxlan",
+        "flannel.alpha.coreos.com/backend-data": backend_data,
+        "flannel.alpha.coreos.com/public-ip": public_ip,
+    })
+    return obj
+
+
+def test_deeply_nested_backend_data_is_a_refusal_not_a_crash() -> None:
+    # '[' * 100000 raised RecursionError out of the parser: the agent exited at every start.
+    for data in ("[" * 100_000, "[" * 900 + "]" * 900, '{"VNI": 1, "x": "' + "a" * 5000 + '"}'):
+        parsed, refusals = parse_node(flannel_node(data))
+        assert parsed is not None and parsed.flannel is None
+        assert [r.kind for r in refusals] == ["node"]
+        assert "backend-data" in refusals[0].reason
+
+
+def test_a_parser_bug_costs_one_node_not_the_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.cluster.nodes as nodes
+
+    real = nodes.parse_node
+
+    def buggy(obj: Any) -> Any:
+        if obj["metadata"]["name"] == "n2":
+            raise KeyError("a bug")
+        return real(obj)
+
+    monkeypatch.setattr(nodes, "parse_node", buggy)
+    state = cluster_state([node("n1", "10.244.1.0/24"), node("n2", "10.244.2.0/24")])
+    assert [n.name for n in state.nodes] == ["n1"]
+    assert [(r.kind, r.name) for r in state.refusals] == [("node", "n2")]
+    assert "could not be parsed" in state.refusals[0].reason
+
+
+@pytest.mark.parametrize(("address", "why"), [
+    ("fe80::1%swp4", "zone id"), ("fd00::1%2", "zone id"), ("fe80::1", "link-local"),
+    ("169.254.10.1", "link-local"), ("255.255.255.255", "broadcast"),
+])
+def test_internal_ips_must_be_routable(address: str, why: str) -> None:
+    obj = node("n1", "10.244.1.0/24", ip=address)
+    parsed, refusals = parse_node(obj)
+    assert parsed is not None and parsed.internal_ips == ()
+    assert len(refusals) == 1 and why in refusals[0].reason
+
+
+def test_a_vtep_endpoint_must_be_routable() -> None:
+    data = '{"VNI": 1, "VtepMAC": "aa:bb:cc:dd:ee:01"}'
+    for public_ip in ("fe80::1%eth0", "169.254.0.1", "255.255.255.255"):
+        parsed, refusals = parse_node(flannel_node(data, public_ip))
+        assert parsed is not None and parsed.flannel is None, public_ip
+        assert len(refusals) == 1
+
+
+def test_one_pod_cidr_per_family_as_the_api_server_allows() -> None:
+    obj = node("n1", "10.244.1.0/24")
+    obj["spec"]["podCIDRs"] = ["10.244.1.0/24", "10.244.1.0/24", "10.244.2.0/24",
+                               "fd00:10:244:1::/64", "fd00:10:244:2::/64"]
+    parsed, refusals = parse_node(obj)
+    assert parsed is not None
+    assert [str(c) for c in parsed.pod_cidrs] == ["10.244.1.0/24", "fd00:10:244:1::/64"]
+    assert [r.name for r in refusals] == ["n1 10.244.1.0/24", "n1 10.244.2.0/24",
+                                         "n1 fd00:10:244:2::/64"]
+
+
+def test_a_thousand_pod_cidrs_are_not_all_read() -> None:
+    obj = node("n1", "10.244.1.0/24")
+    obj["spec"]["podCIDRs"] = [f"10.244.{i // 256}.{i % 256}/32" for i in range(1000)]
+    parsed, refusals = parse_node(obj)
+    assert parsed is not None and len(parsed.pod_cidrs) == 1
+    assert len(refusals) == 8  # 7 of the family refused by name, then one line for the rest
+    assert "1000 entries" in refusals[-1].reason

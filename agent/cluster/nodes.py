@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from agent.vocabulary import (
     ROUTING_MODES,
     SWITCH_PORT_ANNOTATION,
 )
+
+log = logging.getLogger(__name__)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -79,6 +82,10 @@ def _str_map(value: Any) -> dict[str, str]:
     return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
 
 
+MAX_POD_CIDRS_READ = 8  # the API server allows 2; a few more are read to be refused by name
+MAX_BACKEND_DATA = 1024
+
+
 def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
     """One Node dict -> a Node (or None if it must be ignored entirely) and the refusals."""
     raw_name = _get(obj, "metadata", "name")
@@ -98,11 +105,22 @@ def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
         refusals.append(Refusal("node", name, "spec.podCIDRs is not a list"))
         raw_cidrs = []
     cidrs: list[IPNetwork] = []
-    for raw in raw_cidrs:
+    for raw in raw_cidrs[:MAX_POD_CIDRS_READ]:
         try:
-            cidrs.append(validate.cidr(raw))
+            net = validate.cidr(raw)
         except ValueError as exc:
             refusals.append(Refusal("prefix", f"{name} {validate.printable(raw)}", str(exc)))
+            continue
+        # The API server allows one pod CIDR per family; more (a hand-made object, a file) would
+        # each cost the leaf routes and FRR lines: the first of each family is kept.
+        if any(c.version == net.version for c in cidrs):
+            refusals.append(Refusal("prefix", f"{name} {net}", "a pod CIDR of this family is "
+                                    "already listed (one per family)"))
+            continue
+        cidrs.append(net)
+    if len(raw_cidrs) > MAX_POD_CIDRS_READ:
+        refusals.append(Refusal("node", name, f"spec.podCIDRs has {len(raw_cidrs)} entries; "
+                                f"only the first {MAX_POD_CIDRS_READ} were read"))
 
     internal_ips: list[IPAddress] = []
     addresses = _get(obj, "status", "addresses")
@@ -110,7 +128,7 @@ def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
         if _get(entry, "type") != "InternalIP":
             continue
         try:
-            addr = validate.ip_address(_get(entry, "address"))
+            addr = validate.host_address(_get(entry, "address"))
         except ValueError as exc:
             refusals.append(Refusal("node", name, f"InternalIP: {exc}"))
             continue
@@ -170,9 +188,11 @@ def parse_flannel(annotations: Mapping[str, str]) -> FlannelVxlan:
     raw = annotations.get(FLANNEL_PREFIX + "backend-data")
     if raw is None:
         raise ValueError("backend-data is missing")
+    if len(raw) > MAX_BACKEND_DATA:  # flannel writes ~60 bytes; bound before parsing
+        raise ValueError(f"backend-data is {len(raw)} bytes (at most {MAX_BACKEND_DATA})")
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: '[' nested thousands deep
         raise ValueError(f"backend-data {validate.printable(raw)} is not JSON") from None
     if not isinstance(data, dict):
         raise ValueError("backend-data is not a JSON object")
@@ -185,7 +205,7 @@ def parse_flannel(annotations: Mapping[str, str]) -> FlannelVxlan:
     )
     if ip_text is None:
         raise ValueError("public-ip is missing")
-    return FlannelVxlan(vni, mac, validate.ip_address(ip_text))
+    return FlannelVxlan(vni, mac, validate.host_address(ip_text))
 
 
 def parse_switch_port(value: str) -> SwitchPort:
@@ -211,7 +231,17 @@ def cluster_state(node_objects: Iterable[Any]) -> ClusterState:
     nodes: dict[str, Node] = {}
     refusals: list[Refusal] = []
     for obj in node_objects:
-        node, why = parse_node(obj)
+        try:
+            node, why = parse_node(obj)
+        except Exception as exc:  # a parser bug must cost one Node, never the agent
+            log.exception("Node object not parsed")
+            raw_name = _get(obj, "metadata", "name")
+            try:
+                name = validate.node_name(raw_name)
+            except ValueError:
+                name = validate.printable(raw_name)
+            refusals.append(Refusal("node", name, f"could not be parsed: {exc!r}"[:200]))
+            continue
         refusals.extend(why)
         if node is None:
             continue
