@@ -172,6 +172,15 @@ class FrrApplier(NothingOfItsOwn):
         if text == self.last_applied:
             return _result(True, "unchanged", started, t0)
         self._suspected = None  # whatever drift was seen, this apply decides anew
+        try:
+            return await self._apply_text(text, started, t0)
+        except OSError as exc:
+            # A full disk or a read-only /etc/frr: FRR keeps running what it runs, and the
+            # file it loads at restart stays the last good one. Reported, never fatal.
+            return _result(False, "failed", started, t0,
+                           error=f"cannot stage or save {self.config_file}: {exc}")
+
+    async def _apply_text(self, text: str, started: float, t0: float) -> ApplyResult:
         with self._staged(text) as candidate:
             try:
                 await self.check_syntax(candidate)
@@ -201,6 +210,13 @@ class FrrApplier(NothingOfItsOwn):
         (the reconcile loop, which holds the apply lock only while FRR is checked or changed,
         never while settling) calls again then, and that call repairs what still differs."""
         started, t0 = time.time(), time.monotonic()
+        try:
+            return await self._resync(started, t0)
+        except OSError as exc:
+            return _result(False, "failed", started, t0,
+                           error=f"cannot stage or save {self.config_file}: {exc}")
+
+    async def _resync(self, started: float, t0: float) -> ApplyResult | None:
         if self._suspected is not None:
             self._suspected = None
             return await self._repair()
