@@ -15,6 +15,7 @@ import yaml
 
 from agent.apply.frr.render import UnsafeValue, render_frr
 from agent.cluster.nodes import cluster_state
+from agent.cluster.selector import select
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.errors import EXIT_CONFIG, EXIT_INPUT, StartupError
 from agent.plan.build import plan
@@ -65,7 +66,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     except (OSError, yaml.YAMLError) as exc:
         print(f"cannot read cluster file {args.cluster}: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    result = plan(cfg, cluster_state(nodes))
+    # The daemon's watch gets only the Nodes kubernetes.node_selector selects (the API server
+    # filters); render must plan the same ones.
+    result = plan(cfg, cluster_state(select(nodes, cfg.kubernetes.node_selector)))
     for refusal in result.refusals:
         print(f"refused: {refusal}", file=sys.stderr)
     try:

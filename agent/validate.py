@@ -126,13 +126,13 @@ def label_selector(value: object) -> str:
         raise ValueError(f"label selector {value!r} contains control characters")
     if not value.strip():
         return ""
-    for term in _split_selector(value):
+    for term in split_selector(value):
         if not _SELECTOR_TERM_RE.fullmatch(term):
             raise ValueError(f"label selector term {term!r} is not valid")
     return value.strip()
 
 
-def _split_selector(value: str) -> list[str]:
+def split_selector(value: str) -> list[str]:
     """Split on commas that are not inside a set-based term's parentheses."""
     terms, depth, current = [], 0, []
     for ch in value:
