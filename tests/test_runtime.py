@@ -290,3 +290,28 @@ async def test_a_loop_that_ends_takes_the_agent_down(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="loop informer_that_returns ended"):
         await asyncio.wait_for(agent.run(), 10.0)
     assert not (tmp_path / "agent.sock").exists(), "the status server was stopped"
+
+
+async def test_a_failed_apply_is_tried_again_without_a_node_change(tmp_path: Path) -> None:
+    rt = Runtime(config(tmp_path))
+    rt.reconciler.retry_first_seconds = 0.05
+    outcomes = [False, False, True]  # the fault clears after two tries
+    applied = rt.frr.apply
+
+    async def flaky_apply(desired: Any) -> ApplyResult:
+        await applied(desired)
+        ok = outcomes.pop(0) if outcomes else True
+        return ApplyResult("frr", ok, "applied" if ok else "failed", time.time(), 0.01,
+                           error=None if ok else "frr-reload.py --reload failed")
+
+    rt.frr.apply = flaky_apply  # type: ignore[method-assign]
+    task = asyncio.create_task(rt.reconciler.run())
+    try:
+        rt.list_nodes(node("n1", "10.244.1.0/24", "swp1", "2026-01-01T00:00:00Z"))
+        await until(lambda: len(rt.frr.applied) == 3, "two retries")
+        assert rt.view.status().health == "ok"
+        await asyncio.sleep(0.3)  # a success ends the retries
+        assert len(rt.frr.applied) == 3
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 # Resync results that say nothing was wrong: not recorded, so the status keeps the last apply.
 QUIET_ACTIONS = ("in-sync", "unchanged")
+# A failed pass is retried after 2 s, then 4, 8, ... at most every minute.
+RETRY_FIRST_SECONDS = 2.0
+RETRY_MAX_SECONDS = 60.0
 
 
 async def settled_resync(applier: Applier[Any],
@@ -155,6 +158,9 @@ class Reconciler:
         self._lock = asyncio.Lock()  # the only apply lock
         self._programmed: tuple[str, ...] = ()  # nodes whose entries the hardware holds
         self._known_refusals: set[str] = set()
+        self.retry_first_seconds = RETRY_FIRST_SECONDS
+        self._failures = 0  # failed passes in a row
+        self._retry: asyncio.TimerHandle | None = None
 
     @property
     def appliers(self) -> tuple[Applier[Any], ...]:
@@ -197,6 +203,7 @@ class Reconciler:
         frr_ok = frr.ok or frr.action == "not-managed"
         if dataplane.ok and frr_ok and new.admission is not None:
             self._programmed = new.admission.admitted
+        self._retry_if_failed(dataplane.ok and frr_ok)
         self.refresh_headroom()
         await self.report()
         if self.pods is not None:
@@ -207,6 +214,20 @@ class Reconciler:
             self.state.last_reconcile_latency = latency
             log.info("change to applied state: %.3fs", latency)
         self.on_reconciled()
+
+    def _retry_if_failed(self, ok: bool) -> None:
+        """A failed apply is tried again by itself, with backoff: the fault (a reload that
+        failed, a full disk, a Redis hiccup) may clear without any Node changing."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if ok:
+            self._failures = 0
+            return
+        self._failures += 1
+        delay = min(RETRY_MAX_SECONDS, self.retry_first_seconds * 2 ** (self._failures - 1))
+        log.warning("apply failed (%d in a row); trying again in %.1f s", self._failures, delay)
+        self._retry = asyncio.get_running_loop().call_later(delay, self.dirty.mark)
 
     async def resync(self, applier: Applier[Any]) -> ApplyResult | None:
         return await settled_resync(applier, self._lock)
