@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,7 +27,7 @@ from agent.config import AgentConfig, parse_config
 from agent.headroom.resources import Capacity
 from agent.informers.informer import Informer
 from agent.informers.kubeapi import KubeApi
-from agent.runtime.daemon import Agent
+from agent.runtime.daemon import Agent, handle_signals
 from agent.runtime.reconcile import Dirty, Reconciler, RuntimeFeedback
 from agent.status.file import write_status_file
 from agent.status.headroom import HeadroomMonitor
@@ -315,3 +317,21 @@ async def test_a_failed_apply_is_tried_again_without_a_node_change(tmp_path: Pat
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_sighup_is_logged_and_ignored_and_sigterm_stops(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    # Real signals to this process: without the handler SIGHUP's default action would end it.
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    handle_signals(loop, stopped.set)
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        await until(lambda: "SIGHUP ignored" in caplog.text, "the SIGHUP log line")
+        assert not stopped.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(stopped.wait(), 5.0)
+    finally:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -20,7 +20,7 @@ def _unit() -> configparser.ConfigParser:
 def test_unit_is_notify_with_watchdog_and_least_privilege() -> None:
     svc = _unit()["Service"]
     assert svc["Type"] == "notify"
-    assert svc["Restart"] == "on-failure"
+    assert svc["Restart"] == "always"
     assert svc["WatchdogSec"]
     assert svc["CapabilityBoundingSet"] == "CAP_NET_ADMIN"
     assert svc["User"] != "root" and svc["NoNewPrivileges"] == "yes"

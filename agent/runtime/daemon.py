@@ -157,6 +157,18 @@ def _named(name: str, loop: Callable[[], Awaitable[None]]) -> Callable[[], Await
     return loop
 
 
+def handle_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT stop the agent; stopping leaves FRR and the kernel exactly as they
+    are, forwarding goes on. SIGHUP is logged and ignored: the agent does not re-read its
+    configuration in place. Without a handler SIGHUP's default action ended the agent silently,
+    leaving a stale socket, and systemd took that for a clean exit."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.warning(
+        "SIGHUP ignored: the configuration is not re-read in place; restart the agent "
+        "(systemctl restart kube-fabric-agent) to apply a changed file"))
+
+
 async def run_agent(config: AgentConfig) -> None:
     """Raises agent.errors.StartupError when the backend cannot start (agent.cli exits)."""
     backend = await open_backend(config)
@@ -165,9 +177,7 @@ async def run_agent(config: AgentConfig) -> None:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # Stopping leaves FRR and the kernel exactly as they are: forwarding goes on.
-        loop.add_signal_handler(sig, main.cancel)
+    handle_signals(loop, main.cancel)
     log.info("kube-fabric-agent starting on %s (AS%s)", agent.config.switch.hostname,
              agent.config.switch.asn)
     try:
