@@ -105,12 +105,22 @@ def test_attachment_precedence_static_annotation_lldp() -> None:
     assert any("static wins" in r.reason for r in refusals)
 
 
-def test_two_nodes_one_port_refuses_both_and_one_node_two_ports_refuses_it() -> None:
-    nodes = _nodes(node("a", port="leaf1/swp1"), node("b", port="leaf1/swp1"), node("c"))
+def test_a_port_claimed_twice_stays_with_the_older_node() -> None:
+    # A kubelet may write its own Node's annotations: a newcomer annotating itself onto a
+    # working node's port must not take it (that removed the node's routes at leaf and spine).
+    nodes = _nodes(node("a", port="leaf1/swp1", created="2026-02-01T00:00:00Z"),
+                   node("b", port="leaf1/swp1", created="2026-01-01T00:00:00Z"), node("c"))
     atts, refusals = resolve(switch_hostname="leaf1", server_ports=["swp1", "swp2", "swp3"],
                              static={}, nodes=nodes, lldp_neighbors={"swp2": "c", "swp3": "c"})
-    assert atts == []
-    assert {r.name for r in refusals} == {"a", "b", "c"}
+    assert [(a.port, a.node) for a in atts] == [("swp1", "b")]
+    assert {r.name for r in refusals} == {"a", "c"}  # c: LLDP puts it on two ports
+    assert "port swp1 belongs to b (older node, both by annotation)" in [
+        r.reason for r in refusals]
+    # Same age: the name decides, so the outcome never depends on the order of a list.
+    same = _nodes(node("y", port="leaf1/swp1"), node("x", port="leaf1/swp1"))
+    atts, _ = resolve(switch_hostname="leaf1", server_ports=["swp1"], static={}, nodes=same,
+                      lldp_neighbors={})
+    assert [a.node for a in atts] == ["x"]
 
 
 def test_annotation_for_another_switch_is_ignored() -> None:

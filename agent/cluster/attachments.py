@@ -105,29 +105,24 @@ def resolve(
                 )
         per_node.append(winner)
 
-    # Each port goes to the best-precedence claim; a tie at the top refuses all tied nodes.
+    # Each port goes to the best-precedence claim. Two claims of the same precedence (two
+    # Nodes annotating themselves onto one port; a kubelet may write its own annotations): the
+    # older Node keeps the port, as the older Node keeps an overlapping pod CIDR, so a newcomer
+    # can never take a working node's port, routes and session away.
+    age = {n.name: (n.created, n.name) for n in nodes}
     by_port: dict[str, list[_Claim]] = defaultdict(list)
     for claim in per_node:
         by_port[claim.port].append(claim)
     attachments: list[Attachment] = []
     for port, port_claims in sorted(by_port.items()):
-        best = min(c.rank for c in port_claims)
-        top = sorted(c.node for c in port_claims if c.rank == best)
-        if len(top) > 1:
-            for node_name in top:
-                refusals.append(
-                    Refusal("attachment", node_name,
-                            f"{ATTACHMENT_SOURCES[best]} puts {', '.join(top)} "
-                            f"on the same port {port}; refusing the port for all of them")
-                )
-            continue
-        winner = next(c for c in port_claims if c.rank == best)
-        for c in port_claims:
-            if c is not winner:
-                refusals.append(
-                    Refusal("attachment", c.node, f"port {port} belongs to {winner.node} "
-                            f"({winner.source}, which takes precedence over {c.source})")
-                )
+        winner = min(port_claims, key=lambda c: (c.rank, age.get(c.node, ("", c.node))))
+        for c in sorted(port_claims, key=lambda c: c.node):
+            if c is winner:
+                continue
+            why = (f"{winner.source}, which takes precedence over {c.source}"
+                   if c.rank > winner.rank else f"older node, both by {c.source}")
+            refusals.append(
+                Refusal("attachment", c.node, f"port {port} belongs to {winner.node} ({why})"))
         attachments.append(Attachment(port, winner.node, winner.source))
     return attachments, refusals
 
