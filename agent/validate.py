@@ -119,6 +119,15 @@ def mac_address(value: object) -> str:
     return value.lower()
 
 
+def unicast_mac(value: object) -> str:
+    """A MAC a device may own (a VTEP's): unicast (mac_address) and not all-zero, which the
+    kernel refuses for an FDB entry or a neighbour, so every resync would fail again."""
+    mac = mac_address(value)
+    if mac == "00:00:00:00:00:00":
+        raise ValueError(f"{mac} is the all-zero MAC address")
+    return mac
+
+
 def label_selector(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("label selector must be a string")

@@ -337,3 +337,16 @@ def test_a_thousand_pod_cidrs_are_not_all_read() -> None:
     assert parsed is not None and len(parsed.pod_cidrs) == 1
     assert len(refusals) == 8  # 7 of the family refused by name, then one line for the rest
     assert "1000 entries" in refusals[-1].reason
+
+
+def test_overlay_entries_the_kernel_or_the_fabric_cannot_use_are_refused() -> None:
+    cfg = parse_config({**CONFIG, "switch": {**CONFIG["switch"], "vtep_ip": "10.0.0.1"}})
+    p = plan(cfg, cluster_state([
+        _flannel("zero", "10.244.7.0/24", "00:00:00:00:00:00", "192.168.20.7"),
+        _flannel("mirror", "10.244.8.0/24", "0a:58:0a:f4:08:00", "10.0.0.1"),
+        _flannel("good", "10.244.9.0/24", "0a:58:0a:f4:09:00", "192.168.20.9"),
+    ]))
+    assert [peer.node for peer in p.dataplane.vxlan_peers] == ["good"]
+    reasons = {(r.name, r.reason) for r in p.refusals}
+    assert any(name == "zero" and "all-zero MAC" in why for name, why in reasons)
+    assert any(name == "mirror" and "this switch's own VTEP" in why for name, why in reasons)

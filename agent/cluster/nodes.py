@@ -199,7 +199,7 @@ def parse_flannel(annotations: Mapping[str, str]) -> FlannelVxlan:
     vni = data.get("VNI", 1)
     if isinstance(vni, bool) or not isinstance(vni, int) or not 1 <= vni <= 16777215:
         raise ValueError(f"VNI {validate.printable(vni)} is out of range")
-    mac = validate.mac_address(data.get("VtepMAC"))
+    mac = validate.unicast_mac(data.get("VtepMAC"))
     ip_text = annotations.get(FLANNEL_PREFIX + "public-ip-overwrite") or annotations.get(
         FLANNEL_PREFIX + "public-ip"
     )

@@ -250,6 +250,9 @@ def vxlan_peers(
             problem = f"flannel VNI {node.flannel.vni} differs from dataplane.vxlan.vni {vx.vni}"
         elif node.flannel.public_ip.version != 4:
             problem = "flannel public-ip must be IPv4 (the VTEP's underlay is IPv4)"
+        elif str(node.flannel.public_ip) == config.switch.vtep_ip:
+            # An FDB entry towards our own VTEP would loop the overlay back into the switch.
+            problem = f"flannel public-ip {node.flannel.public_ip} is this switch's own VTEP"
         elif pod is None:
             problem = "no admitted IPv4 pod CIDR"
         elif node.flannel.vtep_mac in macs:
