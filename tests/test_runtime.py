@@ -11,9 +11,11 @@ tests/integration.
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
 import os
 import signal
+import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -335,3 +337,12 @@ async def test_sighup_is_logged_and_ignored_and_sigterm_stops(
     finally:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def test_the_status_file_is_readable_only_by_the_status_group(tmp_path: Path) -> None:
+    # It names nodes and prefixes, which the status socket shows only to its group.
+    rt = Runtime(config(tmp_path))
+    other = next(g.gr_gid for g in grp.getgrall() if g.gr_gid != os.getgid())
+    write_status_file(rt.config.status.state_file, rt.state, other)
+    st = os.stat(rt.config.status.state_file)
+    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o640, other)

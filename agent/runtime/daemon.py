@@ -27,7 +27,7 @@ from agent.informers.lldp import LldpPoller
 from agent.informers.pods import PodWatcher
 from agent.runtime.reconcile import Dirty, Reconciler, RuntimeFeedback
 from agent.runtime.systemd import Systemd
-from agent.status.file import summary_line, write_status_file
+from agent.status.file import group_id, summary_line, write_status_file
 from agent.status.headroom import HeadroomMonitor
 from agent.status.metrics import Metrics
 from agent.status.model import EventLog
@@ -61,6 +61,7 @@ class Agent:
         self.headroom = HeadroomMonitor(config, self.events)
         self.metrics = Metrics()
         self.systemd = Systemd()
+        self.status_gid = group_id(config.status.socket_group)  # ValueError: no such group
         self.feedback = RuntimeFeedback(self.dirty, self.headroom, self.state, self.events)
         self.frr = backend.frr
         self.dataplane = backend.make_dataplane(self.feedback)
@@ -79,7 +80,7 @@ class Agent:
         if self.lldp is not None:
             self.state.lldp_error = self.lldp.error
         try:
-            write_status_file(self.config.status.state_file, self.state)
+            write_status_file(self.config.status.state_file, self.state, self.status_gid)
         except OSError as exc:
             log.debug("cannot write status file: %s", exc)
         self.systemd.status(summary_line(self.state))

@@ -7,6 +7,7 @@ without a gRPC client. Its keys are read by the lab and its tests: keep them.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import tempfile
@@ -73,15 +74,32 @@ def status_document(state: ObservedState) -> dict[str, Any]:
     }
 
 
-def write_status_file(path: str | Path, state: ObservedState) -> None:
-    """Atomically: a reader never sees half a file."""
+def group_id(group: str | int | None) -> int:
+    """A group name or id as a gid; -1 for none (chown leaves the group as it is)."""
+    if group is None:
+        return -1
+    if isinstance(group, int):
+        return group
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f"status socket group {group!r} does not exist") from None
+
+
+def write_status_file(path: str | Path, state: ObservedState, gid: int = -1) -> None:
+    """Atomically: a reader never sees half a file. Mode 0640, group `gid` (the status
+    socket's): the file names nodes and prefixes, which the socket shows only to that group."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(status_document(state), f, indent=2, sort_keys=True)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o640)
+        if gid >= 0:
+            os.chown(tmp, -1, gid)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import grp
 import logging
 import os
 import socket
@@ -45,6 +44,7 @@ from agent.apply.contract import ApplyResult
 from agent.cluster.nodes import Refusal
 from agent.cluster.pod_index import PodInfo
 from agent.events import Event
+from agent.status.file import group_id
 from agent.status.grpc_gen import status_pb2 as pb
 from agent.status.grpc_gen import status_pb2_grpc as pb_grpc
 from agent.status.model import (
@@ -176,19 +176,6 @@ class FabricStatusServicer(pb_grpc.FabricStatusServicer):
 # ---- the server ----
 
 
-def _resolve_group(group: str | int | None) -> int:
-    if group is None:
-        return -1
-    if isinstance(group, int):
-        return group
-    if group.isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ValueError(f"status socket group {group!r} does not exist") from None
-
-
 def _socket_answers(path: str) -> bool:
     """True when something accepts connections on the unix socket at path."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -228,7 +215,7 @@ class StatusServer:
             raise ValueError(f"status socket path {socket_path} is too long for a unix socket")
         self.socket_path = Path(socket_path) if socket_path is not None else None
         self.socket_mode = socket_mode
-        self.socket_gid = _resolve_group(socket_group)
+        self.socket_gid = group_id(socket_group)
         self.tcp_address = tcp_address
         # Read now, so a missing or unreadable file is a start-up error with its name.
         self._tls: tuple[bytes, bytes, bytes] | None = None
