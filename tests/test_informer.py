@@ -431,3 +431,50 @@ async def test_kubeconfig_without_user_and_in_cluster_config(
     assert in_cluster.user is not None
     # token_file is what makes lightkube re-read a rotated token on 401.
     assert in_cluster.user.token_file == str(account / "token")
+
+
+async def test_garbage_after_an_open_watch_does_not_reset_the_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fake server (on purpose: the API test server cannot be made to answer 200 and then
+    send garbage): lists are fine, every watch opens and sends a line that is not JSON. Opening
+    must not count as a healthy server: the backoff grows, one warning per outage."""
+    from aiohttp import web
+
+    watches = 0
+
+    async def nodes(request: web.Request) -> web.StreamResponse:
+        nonlocal watches
+        if request.query.get("watch") not in ("1", "true"):
+            return web.json_response({"kind": "NodeList", "apiVersion": "v1",
+                                      "metadata": {"resourceVersion": "7"}, "items": []})
+        watches += 1
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"<html>proxy error</html>\n")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/nodes", nodes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = load_kube_config(str(write_kubeconfig(tmp_path / "kubeconfig",
+                                                   f"http://127.0.0.1:{port}")))
+    kube = KubeApi(make_http_client(config, timeout=2.0), watch_read_grace=5.0)
+    caplog.set_level(logging.INFO, logger="agent.informers.informer")
+    try:
+        async with running(kube, backoff_initial=0.02, backoff_max=0.4) as (informer, _):
+            await wait_for(lambda: informer.synced)
+            await asyncio.sleep(1.5)
+            stopped_at = watches
+    finally:
+        await kube.aclose()
+        await runner.cleanup()
+    # Backoff 0.02, 0.04, ... capped at 0.4 s: about 8 watches in 1.5 s. Reset on every open
+    # (the bug) it was one every 20-40 ms.
+    assert 3 <= stopped_at <= 12, stopped_at
+    outages = [r for r in caplog.records if "API server unavailable" in r.getMessage()]
+    assert len(outages) == 1

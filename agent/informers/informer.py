@@ -102,6 +102,7 @@ class Informer:
         self.last_contact = 0.0
         self.resource_version = ""
         self._outage_logged = False
+        self._healthy_once = False  # a list or an event has been decoded at least once
         self._events_since_list = 0
 
     def __repr__(self) -> str:
@@ -185,7 +186,7 @@ class Informer:
             label_selector=self.label_selector,
             field_selector=self.field_selector,
             timeout_seconds=max(1, int(timeout)),
-            on_open=self._mark_connected,
+            on_open=self._mark_open,
         )
         started = time.monotonic()
         received = 0
@@ -193,6 +194,8 @@ class Informer:
             async for event_type, obj in events:
                 self.last_contact = time.monotonic()
                 received += 1
+                if received == 1:
+                    self._mark_connected()  # an event decoded: the server really answers
                 self._events_since_list += 1
                 self._apply(event_type, obj)
         log.debug("%s: watch ended at rv %s, re-watching", self.path, self.resource_version)
@@ -239,14 +242,22 @@ class Informer:
         except Exception:  # a consumer bug must not stop the watch
             log.exception("%s: on_change callback failed", self.path)
 
-    def _mark_connected(self) -> None:
+    def _mark_open(self) -> None:
+        """The server answered a watch with 200: in contact, but not yet proven sane."""
         self.last_contact = time.monotonic()
+        self.connected = True
+        self.last_error = None
+
+    def _mark_connected(self) -> None:
+        """A list or a watch event decoded. Only this resets the backoff and ends the outage:
+        a server (or proxy) that opens every watch and then sends garbage would otherwise be
+        retried at once, forever, with a warning each time."""
+        if self._outage_logged or not self._healthy_once:
+            log.info("%s: connected to the API server", self.path)
+        self._mark_open()
         self._backoff.reset()
         self._outage_logged = False
-        if not self.connected:
-            self.connected = True
-            self.last_error = None
-            log.info("%s: connected to the API server", self.path)
+        self._healthy_once = True
 
     async def _failed(self, error: str, retry_after: float | None) -> None:
         self.last_error = error
