@@ -114,3 +114,22 @@ async def test_device_defaults(sonic_db: SonicDb) -> None:
     assert d.router_id == "10.1.0.32"
     await cfg.hset("DEVICE_METADATA|localhost", "bgp_router_id", "10.1.0.99")
     assert (await read_device_defaults(sonic_db)).router_id == "10.1.0.99"
+
+
+async def test_replace_is_hset_then_hdel_never_a_del(sonic_db: SonicDb,
+                                                    redis_server: RedisServer) -> None:
+    # What a SONiC daemon following keyspace events sees: never the entry deleted.
+    raw = redis_server.sync_client(6)
+    raw.config_set("notify-keyspace-events", "Kgh")  # generic (del) and hash events
+    pubsub = raw.pubsub()
+    pubsub.psubscribe("__keyspace@6__:KUBE_FABRIC_AGENT|summary")
+    assert pubsub.get_message(timeout=1.0)["type"] == "psubscribe"
+    t = Table(sonic_db.client(STATE_DB), "KUBE_FABRIC_AGENT", sonic_db.separator(STATE_DB))
+    await t.set("summary", {"frr_last_action": "applied", "frr_last_error": "x"})
+    await t.replace("summary", {"frr_last_action": "in-sync"})
+    assert await t.get("summary") == {"frr_last_action": "in-sync"}
+    seen = []
+    while (message := pubsub.get_message(timeout=1.0)) is not None:
+        seen.append(message["data"])
+    assert seen == ["hset", "hset", "hdel"]
+    pubsub.close()

@@ -84,11 +84,16 @@ class Table:
         await self.client.hset(self.full_key(key), mapping=encode_fields(fields))
 
     async def replace(self, key: str, fields: Mapping[str, FieldValue]) -> None:
-        """Make the entry exactly `fields` (ConfigDBConnector's set_entry), atomically so a
-        reader never sees it missing."""
+        """Make the entry exactly `fields` as ConfigDBConnector's set_entry does: HSET the new
+        fields, then HDEL the ones dropped. Never DEL then HSET: SONiC daemons that follow
+        keyspace events see a `del` as the object removed, then a new one set."""
+        full = self.full_key(key)
+        raw = encode_fields(fields)
+        dropped = [f for f in await self.client.hkeys(full) if f not in raw]
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self.full_key(key))
-            pipe.hset(self.full_key(key), mapping=encode_fields(fields))
+            pipe.hset(full, mapping=raw)
+            if dropped:
+                pipe.hdel(full, *dropped)
             await pipe.execute()
 
     async def delete(self, key: str) -> None:
