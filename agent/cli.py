@@ -16,7 +16,7 @@ import yaml
 from agent.apply.frr.render import UnsafeValue, render_frr
 from agent.cluster.nodes import cluster_state
 from agent.cluster.selector import select
-from agent.config import AgentConfig, ConfigError, load_config
+from agent.config import AgentConfig, ConfigError, config_warnings, load_config
 from agent.errors import EXIT_CONFIG, EXIT_INPUT, StartupError
 from agent.plan.build import plan
 
@@ -50,6 +50,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     asn = f"AS{cfg.switch.asn}" if cfg.switch.asn is not None else "ASN from CONFIG_DB"
     print(f"{args.config}: OK (switch {cfg.switch.hostname}, {asn}, "
           f"{len(cfg.fabric.server_ports)} server ports, {len(cfg.fabric.uplinks)} uplinks)")
+    for warning in config_warnings(cfg):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

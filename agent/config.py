@@ -83,6 +83,9 @@ class FabricConfig(_Strict):
     lldp_socket: str | None = None  # lldpd's control socket; None = lldpcli's default
     lldp_poll_seconds: float = Field(10.0, ge=0.5, le=3600.0)
     pod_supernets: list[Cidr] = Field(min_length=1)
+    # Where nodes' InternalIPs must lie: a kubelet may rewrite its own Node's addresses, and an
+    # InternalIP is announced upstream as a host route. None (absent): unchecked, said loudly.
+    node_networks: list[Cidr] | None = None
     default_routing: RoutingMode = "bgp"
     # Upper bound on prefixes one node may send, counted before the prefix list ("force"), so a
     # node leaking a full table costs the leaf a session reset rather than its memory.
@@ -302,6 +305,16 @@ def _problems(exc: ValidationError) -> list[str]:
             msg = "required key is missing"
         lines.append(f"{_key_path(err['loc'])}: {msg}")
     return lines
+
+
+def config_warnings(config: AgentConfig) -> list[str]:
+    """Valid but unsafe choices, said at check-config and at every start."""
+    warnings = []
+    if config.fabric.node_networks is None:
+        warnings.append("fabric.node_networks is not set: nodes' InternalIP host routes are "
+                        "accepted and announced unchecked (a kubelet may rewrite its own "
+                        "Node's addresses); set it to the networks node addresses come from")
+    return warnings
 
 
 def parse_config(data: object) -> AgentConfig:

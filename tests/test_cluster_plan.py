@@ -10,7 +10,7 @@ from agent import validate
 from agent.apply.frr.render import UnsafeValue, _token, render_frr
 from agent.cluster.attachments import match_lldp_name, resolve
 from agent.cluster.nodes import Node, cluster_state, parse_node
-from agent.config import parse_config
+from agent.config import config_warnings, parse_config
 from agent.plan.build import plan
 
 CONFIG = {
@@ -350,3 +350,21 @@ def test_overlay_entries_the_kernel_or_the_fabric_cannot_use_are_refused() -> No
     reasons = {(r.name, r.reason) for r in p.refusals}
     assert any(name == "zero" and "all-zero MAC" in why for name, why in reasons)
     assert any(name == "mirror" and "this switch's own VTEP" in why for name, why in reasons)
+
+
+def test_internal_ips_outside_node_networks_are_refused() -> None:
+    # A kubelet may rewrite its own Node's addresses: 198.51.100.7 was accepted and announced.
+    nodes = [node("a", "10.244.1.0/24", "leaf1/swp1", ip="192.168.10.1"),
+             node("b", "10.244.2.0/24", "leaf1/swp2", ip="198.51.100.7")]
+    cfg = parse_config({**CONFIG, "fabric": {**CONFIG["fabric"],
+                                             "node_networks": ["192.168.10.0/24"]}})
+    p = plan(cfg, cluster_state(nodes))
+    accepted = {peer.node: peer.accept_v4 for peer in p.frr.server_peers if peer.node}
+    assert accepted == {"a": ("10.244.1.0/24", "192.168.10.1/32"), "b": ("10.244.2.0/24",)}
+    assert [(r.name, r.reason) for r in p.refusals] == [
+        ("b 198.51.100.7/32", "InternalIP outside fabric.node_networks")]
+    # Absent: unchecked, as before, and said (check-config and the daemon's start).
+    unchecked = parse_config(CONFIG)
+    assert "198.51.100.7/32" in plan(unchecked, cluster_state(nodes)).frr.advertise_v4
+    assert any("node_networks" in w for w in config_warnings(unchecked))
+    assert config_warnings(cfg) == []

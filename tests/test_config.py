@@ -99,6 +99,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "--config", str(good)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+    assert "warning" not in res.stderr  # the example sets fabric.node_networks
 
 
 def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
@@ -122,6 +123,8 @@ def test_render_refuses_a_sonic_config_without_asn(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "--config", str(cfg)],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and "ASN from CONFIG_DB" in ok.stdout
+    # Valid, but host routes unchecked: said on stderr, exit status still 0 (contract).
+    assert "warning: fabric.node_networks is not set" in ok.stderr
     res = subprocess.run([sys.executable, "-m", "agent.cli", "render", "--config", str(cfg),
                           "--cluster", str(cluster)], capture_output=True, text=True)
     assert res.returncode == 2 and "switch.asn:" in res.stderr and res.stdout == ""

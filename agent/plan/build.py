@@ -36,11 +36,12 @@ def _host_prefix(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> IPNetwo
 
 
 def admitted_prefixes(
-    nodes: tuple[Node, ...], supernets: list[IPNetwork], include_node_ips: bool
+    nodes: tuple[Node, ...], supernets: list[IPNetwork], include_node_ips: bool,
+    node_networks: list[IPNetwork] | None = None,
 ) -> tuple[dict[str, list[IPNetwork]], list[Refusal]]:
     """Per node, the prefixes it may announce: its pod CIDRs inside the supernets, not
-    overlapping an older node's, plus its InternalIP host routes unless another node's space
-    already covers them."""
+    overlapping an older node's, plus its InternalIP host routes inside `node_networks` (when
+    given) unless another node's space already covers them."""
     refusals: list[Refusal] = []
     taken: list[tuple[IPNetwork, str]] = []
     result: dict[str, list[IPNetwork]] = {}
@@ -71,6 +72,11 @@ def admitted_prefixes(
         for node in sorted(nodes, key=lambda n: (n.created, n.name)):
             for addr in node.internal_ips:
                 host = _host_prefix(addr)
+                if node_networks is not None and not any(
+                        host.version == n.version and host.subnet_of(n) for n in node_networks):
+                    refusals.append(Refusal("prefix", f"{node.name} {host}",
+                                            "InternalIP outside fabric.node_networks"))
+                    continue
                 owner = owner_of(host)
                 if owner is not None and owner != node.name:
                     refusals.append(Refusal("prefix", f"{node.name} {host}",
@@ -130,7 +136,10 @@ def _plan(
     refusals.extend(why)
 
     supernets = [ipaddress.ip_network(s) for s in fabric.pod_supernets]
-    prefixes, why = admitted_prefixes(cluster.nodes, supernets, fabric.advertise_node_ips)
+    node_networks = (None if fabric.node_networks is None
+                     else [ipaddress.ip_network(n) for n in fabric.node_networks])
+    prefixes, why = admitted_prefixes(cluster.nodes, supernets, fabric.advertise_node_ips,
+                                      node_networks)
     refusals.extend(why)
     for name in refused:  # no room in the ASIC: the node's space stays reserved, unused
         prefixes[name] = []

@@ -20,7 +20,7 @@ from typing import Any
 
 from agent.apply.backends import Backend, open_backend
 from agent.apply.frr.observer import BgpObserver
-from agent.config import AgentConfig
+from agent.config import AgentConfig, config_warnings
 from agent.informers.informer import Informer
 from agent.informers.kubeapi import KubeApi
 from agent.informers.lldp import LldpPoller
@@ -181,6 +181,8 @@ async def run_agent(config: AgentConfig) -> None:
     handle_signals(loop, main.cancel)
     log.info("kube-fabric-agent starting on %s (AS%s)", agent.config.switch.hostname,
              agent.config.switch.asn)
+    for warning in config_warnings(agent.config):
+        log.warning("%s", warning)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await agent.run()
