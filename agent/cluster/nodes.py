@@ -68,7 +68,8 @@ class Node:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-def _get(obj: Any, *path: str) -> Any:
+def value_at(obj: Any, *path: str) -> Any:
+    """obj[path[0]][path[1]]... of a hostile Kubernetes object; None where the path breaks."""
     for key in path:
         if not isinstance(obj, Mapping):
             return None
@@ -76,7 +77,8 @@ def _get(obj: Any, *path: str) -> Any:
     return obj
 
 
-def _str_map(value: Any) -> dict[str, str]:
+def str_map(value: Any) -> dict[str, str]:
+    """A labels/annotations map with only its str -> str entries."""
     if not isinstance(value, Mapping):
         return {}
     return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
@@ -88,18 +90,18 @@ MAX_BACKEND_DATA = 1024
 
 def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
     """One Node dict -> a Node (or None if it must be ignored entirely) and the refusals."""
-    raw_name = _get(obj, "metadata", "name")
+    raw_name = value_at(obj, "metadata", "name")
     try:
         name = validate.node_name(raw_name)
     except ValueError as exc:
         return None, [Refusal("node", validate.printable(raw_name), str(exc))]
 
     refusals: list[Refusal] = []
-    annotations = _str_map(_get(obj, "metadata", "annotations"))
+    annotations = str_map(value_at(obj, "metadata", "annotations"))
 
-    raw_cidrs = _get(obj, "spec", "podCIDRs")
+    raw_cidrs = value_at(obj, "spec", "podCIDRs")
     if raw_cidrs is None:
-        single = _get(obj, "spec", "podCIDR")
+        single = value_at(obj, "spec", "podCIDR")
         raw_cidrs = [single] if single is not None else []
     if not isinstance(raw_cidrs, list):
         refusals.append(Refusal("node", name, "spec.podCIDRs is not a list"))
@@ -123,12 +125,12 @@ def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
                                 f"only the first {MAX_POD_CIDRS_READ} were read"))
 
     internal_ips: list[IPAddress] = []
-    addresses = _get(obj, "status", "addresses")
+    addresses = value_at(obj, "status", "addresses")
     for entry in addresses if isinstance(addresses, list) else []:
-        if _get(entry, "type") != "InternalIP":
+        if value_at(entry, "type") != "InternalIP":
             continue
         try:
-            addr = validate.host_address(_get(entry, "address"))
+            addr = validate.host_address(value_at(entry, "address"))
         except ValueError as exc:
             refusals.append(Refusal("node", name, f"InternalIP: {exc}"))
             continue
@@ -136,7 +138,7 @@ def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
         if all(a.version != addr.version for a in internal_ips):
             internal_ips.append(addr)
 
-    unschedulable = _get(obj, "spec", "unschedulable") is True
+    unschedulable = value_at(obj, "spec", "unschedulable") is True
 
     routing = annotations.get(ROUTING_ANNOTATION)
     if routing is not None and routing not in ROUTING_MODES:
@@ -167,7 +169,7 @@ def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
         except ValueError as exc:
             refusals.append(Refusal("node", name, f"flannel annotations: {exc}"))
 
-    created = _get(obj, "metadata", "creationTimestamp")
+    created = value_at(obj, "metadata", "creationTimestamp")
     node = Node(
         name=name,
         created=created if isinstance(created, str) else "",
@@ -177,7 +179,7 @@ def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
         routing=routing,
         switch_port=switch_port,
         flannel=flannel,
-        labels=_str_map(_get(obj, "metadata", "labels")),
+        labels=str_map(value_at(obj, "metadata", "labels")),
     )
     return node, refusals
 
@@ -235,7 +237,7 @@ def cluster_state(node_objects: Iterable[Any]) -> ClusterState:
             node, why = parse_node(obj)
         except Exception as exc:  # a parser bug must cost one Node, never the agent
             log.exception("Node object not parsed")
-            raw_name = _get(obj, "metadata", "name")
+            raw_name = value_at(obj, "metadata", "name")
             try:
                 name = validate.node_name(raw_name)
             except ValueError:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import validate
-from agent.cluster.nodes import Refusal
+from agent.cluster.nodes import Refusal, value_at
 from agent.events import Event
 
 PODS_PATH = "/api/v1/pods"
@@ -137,18 +137,10 @@ def slim_pod(obj: Any) -> Any:
     return slim
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
 def parse_pod(obj: Any) -> tuple[PodInfo | None, list[Refusal]]:
     """One Pod dict -> PodInfo (None when its identity is in doubt) and the refusals. A bad IP
     refuses that IP only; a bad name, namespace or node refuses the pod."""
-    raw_ns, raw_name = _get(obj, "metadata", "namespace"), _get(obj, "metadata", "name")
+    raw_ns, raw_name = value_at(obj, "metadata", "namespace"), value_at(obj, "metadata", "name")
     try:
         namespace = namespace_name(raw_ns)
         name = object_name(raw_name, "pod name")
@@ -156,7 +148,7 @@ def parse_pod(obj: Any) -> tuple[PodInfo | None, list[Refusal]]:
         subject = f"{validate.printable(raw_ns, 40)}/{validate.printable(raw_name, 60)}"
         return None, [Refusal("pod", subject, str(exc))]
     key = f"{namespace}/{name}"
-    raw_node = _get(obj, "spec", "nodeName")
+    raw_node = value_at(obj, "spec", "nodeName")
     if raw_node is None or raw_node == "":
         return None, []  # not scheduled yet: nothing to locate, nothing wrong
     try:
@@ -165,26 +157,26 @@ def parse_pod(obj: Any) -> tuple[PodInfo | None, list[Refusal]]:
         return None, [Refusal("pod", key, str(exc))]
 
     refusals: list[Refusal] = []
-    phase = _get(obj, "status", "phase")
+    phase = value_at(obj, "status", "phase")
     if phase is None:
         phase = "Pending"  # the API server fills it in; absent means nothing reported yet
     elif phase not in POD_PHASES:
         refusals.append(Refusal("pod", key, f"status.phase {validate.printable(phase)} is not "
                                 "a pod phase; treated as Unknown"))
         phase = "Unknown"
-    host_network = _get(obj, "spec", "hostNetwork") is True
+    host_network = value_at(obj, "spec", "hostNetwork") is True
 
     # status.podIPs is the truth on dual-stack clusters; status.podIP is its first entry and
     # the only field older clusters fill in.
     raw_ips: list[Any] = []
-    pod_ips = _get(obj, "status", "podIPs")
+    pod_ips = value_at(obj, "status", "podIPs")
     if isinstance(pod_ips, list) and pod_ips:
         for entry in pod_ips:
             raw_ips.append(entry.get("ip") if isinstance(entry, Mapping) else entry)
     elif pod_ips is not None and not isinstance(pod_ips, list):
         refusals.append(Refusal("pod", key, "status.podIPs is not a list"))
     if not raw_ips:
-        single = _get(obj, "status", "podIP")
+        single = value_at(obj, "status", "podIP")
         if single not in (None, ""):
             raw_ips.append(single)
     ips: list[str] = []
@@ -199,7 +191,7 @@ def parse_pod(obj: Any) -> tuple[PodInfo | None, list[Refusal]]:
     if len(raw_ips) > 2:
         refusals.append(Refusal("pod", key, f"{len(raw_ips)} pod IPs; only the first 2 used"))
 
-    created = _get(obj, "metadata", "creationTimestamp")
+    created = value_at(obj, "metadata", "creationTimestamp")
     created = created if isinstance(created, str) and _RFC3339_RE.fullmatch(created) else ""
     return PodInfo(namespace, name, node, tuple(ips), phase, host_network, created), refusals
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from agent import validate
+from agent.cluster.nodes import str_map, value_at
 
 _TERM = re.compile(
     r"\s*(?:(?P<not>!)?(?P<bare>[^\s=!(),]+)"
@@ -45,11 +46,7 @@ def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
 
 def labels_of(obj: Any) -> dict[str, str]:
     """An object's labels as a plain str map (anything else in there counts as absent)."""
-    metadata = obj.get("metadata") if isinstance(obj, dict) else None
-    labels = metadata.get("labels") if isinstance(metadata, dict) else None
-    if not isinstance(labels, dict):
-        return {}
-    return {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
+    return str_map(value_at(obj, "metadata", "labels"))
 
 
 def select(objects: Iterable[Any], selector: str) -> Iterator[Any]:

@@ -249,7 +249,10 @@ class Reconciler:
     def record(self, result: ApplyResult) -> ApplyResult:
         previous = self.state.record(result)
         self.metrics.observe_apply(result.applier, result.ok, result.action, result.duration)
-        if result.action != "unchanged":
+        # One line per change of outcome, not per pass: a data plane "in-sync" or FRR
+        # "not-managed" every reconcile would flood the journal.
+        if result.changes or previous is None or (previous.ok, previous.action) != (
+                result.ok, result.action):
             (log.info if result.ok else log.error)(
                 "%s %s in %.2fs%s", result.applier, result.action, result.duration,
                 f": {result.error}" if result.error else "")
