@@ -346,3 +346,31 @@ def test_the_status_file_is_readable_only_by_the_status_group(tmp_path: Path) ->
     write_status_file(rt.config.status.state_file, rt.state, other)
     st = os.stat(rt.config.status.state_file)
     assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o640, other)
+
+
+async def test_planning_runs_off_the_event_loop(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan of thousands of Nodes takes seconds; while it runs, the loop must keep serving
+    status queries and the watchdog. The stand-in plan waits for a callback only the event loop
+    can run: on the loop it would wait out its whole timeout, off the loop it is released at
+    once. No wall-clock threshold: the result is the flag, not a duration."""
+    import threading
+
+    import agent.runtime.reconcile as reconcile_module
+
+    released = threading.Event()
+    outcomes: list[bool] = []
+    real_plan_cluster = reconcile_module.plan_cluster
+
+    def plan_waiting_for_the_loop(*args: Any, **kwargs: Any) -> Any:
+        loop.call_soon_threadsafe(released.set)
+        outcomes.append(released.wait(timeout=3.0))
+        return real_plan_cluster(*args, **kwargs)
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(reconcile_module, "plan_cluster", plan_waiting_for_the_loop)
+    rt = Runtime(config(tmp_path))
+    rt.list_nodes(node("n1", "10.244.1.0/24", "swp1", "2026-01-01T00:00:00Z"))
+    await rt.reconciler.reconcile()
+    assert outcomes == [True], "plan() ran on the event loop and blocked it"
+    assert rt.frr.applied, "the plan made off the loop was applied"

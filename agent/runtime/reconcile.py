@@ -18,17 +18,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from agent.apply.contract import Applier, ApplyResult, HardwareReading, Outcome
-from agent.cluster.nodes import cluster_state
+from agent.cluster.nodes import ClusterState, cluster_state
 from agent.config import AgentConfig
+from agent.headroom.resources import Capacity
 from agent.informers.informer import Informer
 from agent.informers.lldp import LldpPoller
 from agent.informers.pods import PodWatcher
 from agent.plan.build import plan
-from agent.plan.model import DataplaneDesired, FrrDesired, originated_only
+from agent.plan.model import DataplaneDesired, FrrDesired, Plan, originated_only
 from agent.status.headroom import HeadroomMonitor
 from agent.status.metrics import Metrics
 from agent.status.model import EventLog, attachment_events, refusal_events
@@ -136,6 +138,23 @@ class RuntimeFeedback:
             self.events.emit("threshold_crossed", "rt_offload_failed", message)
 
 
+@dataclass(frozen=True)
+class PlanInputs:
+    """What one plan is made from, copied off the live stores."""
+
+    nodes: tuple[dict[str, Any], ...]
+    neighbors: dict[str, str] | None
+    capacity: dict[str, Capacity]
+    programmed: Collection[str]
+
+
+def plan_cluster(config: AgentConfig, inputs: PlanInputs) -> tuple[ClusterState, Plan]:
+    """cluster_state() then plan(): pure, so it may run in a worker thread."""
+    cluster = cluster_state(inputs.nodes)
+    return cluster, plan(config, cluster, inputs.neighbors, capacity=inputs.capacity,
+                         programmed=inputs.programmed)
+
+
 class Reconciler:
     def __init__(self, config: AgentConfig, *, state: ObservedState, view: AgentView,
                  nodes: Informer, lldp: LldpPoller | None, pods: PodWatcher | None,
@@ -178,10 +197,19 @@ class Reconciler:
 
     async def reconcile(self, since: float | None = None) -> None:
         started = time.monotonic()
-        cluster = cluster_state(self.nodes.store.values())
-        # Admission uses the best capacity known (config > CRM > devlink > profile).
-        new = plan(self.config, cluster, self.lldp.neighbors if self.lldp else None,
-                   capacity=self.headroom.capacity, programmed=self._programmed)
+        # Parsing and planning the whole cluster is the one CPU-heavy step (seconds with
+        # thousands of Nodes): it runs in a worker thread on a snapshot of its inputs, so the
+        # status service, the watchdog and the informers keep being served meanwhile. The
+        # snapshot is taken here, on the loop, where nothing can change it halfway; the
+        # informer replaces stored objects and never mutates them, so a shallow copy suffices.
+        inputs = PlanInputs(
+            nodes=tuple(self.nodes.store.values()),
+            neighbors=dict(self.lldp.neighbors) if self.lldp else None,
+            # Admission uses the best capacity known (config > CRM > devlink > profile).
+            capacity=dict(self.headroom.capacity),
+            programmed=self._programmed,
+        )
+        cluster, new = await asyncio.to_thread(plan_cluster, self.config, inputs)
         before_attachments = self.view.attachments()
         before_refusals = self.state.plan.refusals if self.state.plan else ()
         self.state.plan, self.state.cluster = new, cluster
