@@ -8,7 +8,9 @@ silently ignored.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -251,6 +254,9 @@ class AgentConfig(_Strict):
     dataplane: DataplaneConfig = DataplaneConfig()
     headroom: HeadroomConfig = HeadroomConfig()
     status: StatusConfig = StatusConfig()
+    # The file this was loaded from (load_config), so that the warnings said at start can name
+    # its permissions too; not a key of the file.
+    _source: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -314,6 +320,92 @@ def config_warnings(config: AgentConfig) -> list[str]:
         warnings.append("fabric.node_networks is not set: nodes' InternalIP host routes are "
                         "accepted and announced unchecked (a kubelet may rewrite its own "
                         "Node's addresses); set it to the networks node addresses come from")
+    warnings += _metrics_warnings(config.status.metrics_listen)
+    warnings += _file_warnings(config)
+    return warnings
+
+
+def _metrics_warnings(listen: str | None) -> list[str]:
+    if listen is None:
+        return []
+    host = listen.rpartition(":")[0].strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"  # other names may resolve anywhere: not assumed local
+    if loopback:
+        return []
+    return [f"status.metrics_listen {listen} is not a loopback address: /metrics names every "
+            "node behind this leaf and is served to anyone who can reach it, without TLS or "
+            "authentication; listen on 127.0.0.1 or ::1, or firewall the port"]
+
+
+# Which files the agent trusts, and whether they are secret. A secret (a key, a token, a
+# kubeconfig, which may carry both inline) must not be world-readable; nothing the agent trusts
+# may be world-writable (a replaced CA certificate or config is as bad as a stolen key).
+# Certificates and the config file hold nothing secret: warning about mode 0644 on them would
+# be noise that teaches operators to skip warnings.
+def _trusted_files(config: AgentConfig) -> list[tuple[str, str, bool]]:
+    """(what, path, secret) for every file the configuration makes the agent read."""
+    files: list[tuple[str, str, bool]] = []
+    if config._source is not None:
+        files.append(("the configuration file", str(config._source), False))
+    kubeconfig = config.kubernetes.kubeconfig
+    if kubeconfig is not None:
+        files.append(("kubernetes.kubeconfig", kubeconfig, True))
+        files += _kubeconfig_files(Path(kubeconfig))
+    st = config.status
+    for key, path, secret in (("status.tls_cert", st.tls_cert, False),
+                              ("status.tls_key", st.tls_key, True),
+                              ("status.tls_client_ca", st.tls_client_ca, False)):
+        if path is not None:
+            files.append((key, path, secret))
+    return files
+
+
+def _kubeconfig_files(kubeconfig: Path) -> list[tuple[str, str, bool]]:
+    """The files the kubeconfig's current context names (relative to its directory, as
+    kubectl resolves them). An unreadable or odd kubeconfig yields none: the Kubernetes client
+    reports that at start with its own error."""
+    try:
+        doc = yaml.safe_load(kubeconfig.read_text())
+        current = doc["current-context"]
+        context = _named_entry(doc, "contexts", current)["context"]
+        cluster = _named_entry(doc, "clusters", context["cluster"])["cluster"]
+        user = _named_entry(doc, "users", context["user"])["user"] if "user" in context else {}
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    found = []
+    for section, key, secret in ((cluster, "certificate-authority", False),
+                                 (user, "client-certificate", False),
+                                 (user, "client-key", True),
+                                 (user, "tokenFile", True)):
+        value = section.get(key) if isinstance(section, dict) else None
+        if isinstance(value, str) and value:
+            found.append((f"kubeconfig {key}", str(kubeconfig.parent / value), secret))
+    return found
+
+
+def _named_entry(doc: Any, section: str, name: object) -> Any:
+    for entry in doc[section]:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            return entry
+    raise KeyError(name)
+
+
+def _file_warnings(config: AgentConfig) -> list[str]:
+    warnings = []
+    for what, path, secret in _trusted_files(config):
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)  # the target: a symlink's mode is 0777
+        except OSError:
+            continue  # a missing file is an error where it is opened, with its own message
+        if mode & stat.S_IWOTH:
+            warnings.append(f"{what} {path} is world-writable (mode {mode:04o}): any local "
+                            f"user can change what the agent trusts; chmod o-w {path}")
+        if secret and mode & stat.S_IROTH:
+            warnings.append(f"{what} {path} is world-readable (mode {mode:04o}) and holds "
+                            f"credentials; chmod o-r {path}")
     return warnings
 
 
@@ -335,4 +427,6 @@ def load_config(path: str | Path) -> AgentConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"(file): {path} is not valid YAML: {exc}"]) from None
-    return parse_config(data)
+    config = parse_config(data)
+    config._source = Path(path)
+    return config

@@ -5,8 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from agent.config import ConfigError, load_config, parse_config
+from agent.config import ConfigError, config_warnings, load_config, parse_config
 
 BASE = {
     "switch": {"hostname": "leaf1", "asn": 65101, "router_id": "10.0.0.1"},
@@ -128,3 +129,98 @@ def test_render_refuses_a_sonic_config_without_asn(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "agent.cli", "render", "--config", str(cfg),
                           "--cluster", str(cluster)], capture_output=True, text=True)
     assert res.returncode == 2 and "switch.asn:" in res.stderr and res.stdout == ""
+
+
+# ---- warnings: valid, but unsafe ----
+
+QUIET = {**BASE, "fabric": {**BASE["fabric"], "node_networks": ["10.0.0.0/16"]}}
+
+
+def _write(path: Path, text: str, mode: int) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_a_safe_configuration_has_no_warnings(tmp_path: Path) -> None:
+    cfg = _write(tmp_path / "config.yaml", yaml.safe_dump(QUIET), 0o644)
+    assert config_warnings(load_config(cfg)) == []
+
+
+@pytest.mark.parametrize(("listen", "warned"), [
+    ("127.0.0.1:9469", False),
+    ("[::1]:9469", False),
+    ("localhost:9469", False),
+    ("0.0.0.0:9469", True),
+    ("[::]:9469", True),
+    ("10.0.0.1:9469", True),
+    ("leaf1.example.net:9469", True),  # a name may resolve to anything
+])
+def test_metrics_on_a_non_loopback_address_is_warned(listen: str, warned: bool) -> None:
+    cfg = parse_config({**QUIET, "status": {"metrics_listen": listen}})
+    warnings = config_warnings(cfg)
+    assert bool(warnings) == warned, warnings
+    if warned:
+        assert warnings == [f"status.metrics_listen {listen} is not a loopback address: /metrics "
+                            "names every node behind this leaf and is served to anyone who can "
+                            "reach it, without TLS or authentication; listen on 127.0.0.1 or "
+                            "::1, or firewall the port"]
+
+
+def test_credential_files_open_to_everyone_are_warned(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    _write(creds / "ca.crt", "ca", 0o644)            # public: readable is fine
+    _write(creds / "client.crt", "cert", 0o646)      # public, but world-writable
+    _write(creds / "client.key", "key", 0o604)       # secret and world-readable
+    _write(creds / "token", "token", 0o600)          # as it should be
+    kubeconfig = _write(creds / "kubeconfig", yaml.safe_dump({
+        "current-context": "leaf",
+        "contexts": [{"name": "other", "context": {"cluster": "x", "user": "x"}},
+                     {"name": "leaf", "context": {"cluster": "c", "user": "u"}}],
+        "clusters": [{"name": "c", "cluster": {"server": "https://10.0.0.9:6443",
+                                                 "certificate-authority": "ca.crt"}}],
+        "users": [{"name": "x", "user": {"client-key": "/nonexistent/other.key"}},
+                  {"name": "u", "user": {"client-certificate": "client.crt",
+                                         "client-key": str(creds / "client.key"),
+                                         "tokenFile": "token"}}],
+    }), 0o644)                                       # may hold tokens inline: readable is not
+    tls_key = _write(tmp_path / "status.key", "key", 0o640)
+    tls_ca = _write(tmp_path / "status-ca.crt", "ca", 0o666)
+    data = {**QUIET, "kubernetes": {"kubeconfig": str(kubeconfig)},
+            "status": {"listen": "0.0.0.0:50051", "tls_cert": str(tls_ca),
+                       "tls_key": str(tls_key), "tls_client_ca": str(tls_ca)}}
+    cfg = _write(tmp_path / "config.yaml", yaml.safe_dump(data), 0o666)
+
+    loaded = load_config(cfg)
+    # SONiC's start-up fills the switch section with model_copy: the file is still known.
+    assert config_warnings(loaded) == config_warnings(loaded.model_copy(update={}))
+    assert config_warnings(loaded) == [
+        f"the configuration file {cfg} is world-writable (mode 0666): any local user can "
+        f"change what the agent trusts; chmod o-w {cfg}",
+        f"kubernetes.kubeconfig {kubeconfig} is world-readable (mode 0644) and holds "
+        f"credentials; chmod o-r {kubeconfig}",
+        f"kubeconfig client-certificate {creds / 'client.crt'} is world-writable (mode 0646): "
+        f"any local user can change what the agent trusts; chmod o-w {creds / 'client.crt'}",
+        f"kubeconfig client-key {creds / 'client.key'} is world-readable (mode 0604) and holds "
+        f"credentials; chmod o-r {creds / 'client.key'}",
+        f"status.tls_cert {tls_ca} is world-writable (mode 0666): any local user can change "
+        f"what the agent trusts; chmod o-w {tls_ca}",
+        f"status.tls_client_ca {tls_ca} is world-writable (mode 0666): any local user can "
+        f"change what the agent trusts; chmod o-w {tls_ca}",
+    ]
+    # The same configuration from a dict: no file of its own to judge.
+    assert not any("configuration file" in w for w in config_warnings(parse_config(data)))
+
+
+def test_check_config_warns_about_a_world_writable_file_and_still_exits_0(
+        tmp_path: Path) -> None:
+    # The contract: exit 0 on a valid file. A refusal in ExecStartPre would also stop the
+    # agent over a chmod; the warning goes to stderr and to the journal at every start.
+    cfg = _write(tmp_path / "config.yaml", yaml.safe_dump(QUIET), 0o666)
+    res = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "--config", str(cfg)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == (f"warning: the configuration file {cfg} is world-writable (mode "
+                          f"0666): any local user can change what the agent trusts; "
+                          f"chmod o-w {cfg}\n")

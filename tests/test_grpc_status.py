@@ -36,7 +36,13 @@ from agent import fabricctl
 from agent.status.grpc_gen import status_pb2 as pb
 from agent.status.grpc_gen import status_pb2_grpc as pb_grpc
 from agent.status.model import EventLog
-from agent.status.server import SERVICE_NAME, SocketInUse, StatusServer
+from agent.status.server import (
+    MAX_STREAMS_PER_CLIENT,
+    SERVICE_NAME,
+    SocketInUse,
+    StatusServer,
+    client_identity,
+)
 from lab.kubeapi.client import wait_for
 from tests.fake_status import FakeProvider
 
@@ -578,6 +584,68 @@ async def test_tls_listener_requires_a_client_certificate(pki: Pki) -> None:
         refused = await run_ctl("--address", address, "--tls-ca", str(pki.ca), "--tls-cert",
                                 str(pki.rogue_cert), "--tls-key", str(pki.rogue_key), "status")
         assert refused.code == fabricctl.EXIT_NOT_RUNNING, refused.err
+    finally:
+        await server.stop(grace=0.1)
+
+
+@pytest.mark.parametrize(("peer", "identity"), [
+    ("ipv4:192.0.2.7:41234", "ipv4:192.0.2.7"),
+    ("ipv4:192.0.2.7:41235", "ipv4:192.0.2.7"),  # another connection, the same client
+    ("ipv6:[2001:db8::7]:41234", "ipv6:2001:db8::7"),
+    ("unix:", "the unix socket"),
+    ("unix:/run/x.sock", "the unix socket"),
+])
+def test_client_identity(peer: str, identity: str) -> None:
+    assert client_identity(peer) == identity
+
+
+async def test_one_client_cannot_hold_every_stream(sock_dir: Path, pki: Pki) -> None:
+    events = EventLog()
+    server = StatusServer(
+        FakeProvider(), events, socket_path=sock_dir / "agent.sock", tcp_address="127.0.0.1:0",
+        tls_cert=pki.server_cert, tls_key=pki.server_key, tls_client_ca=pki.ca,
+    )
+    await server.start()
+    creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), pki.client_key.read_bytes(),
+                                         pki.client_cert.read_bytes())
+    try:
+        async with (grpc.aio.insecure_channel(f"unix:{sock_dir / 'agent.sock'}") as local,
+                    grpc.aio.secure_channel(f"127.0.0.1:{server.tcp_port}", creds) as remote):
+            hog = pb_grpc.FabricStatusStub(local)
+            held = [hog.WatchEvents(pb.WatchEventsRequest()) for _ in range(MAX_STREAMS_PER_CLIENT)]
+            await wait_for(lambda: events.subscribers == MAX_STREAMS_PER_CLIENT, timeout=10)
+
+            # One more is refused, with a message that says why.
+            extra = hog.WatchEvents(pb.WatchEventsRequest())
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await asyncio.wait_for(extra.read(), 10)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert f"at most {MAX_STREAMS_PER_CLIENT} per client" in (info.value.details() or "")
+            # ... and it did not become a subscription.
+            assert events.subscribers == MAX_STREAMS_PER_CLIENT
+
+            # Unary calls from the same socket are still answered.
+            reply = await hog.GetStatus(pb.GetStatusRequest(), timeout=5)
+            assert reply.switch_hostname == "leaf1"
+
+            # Another client is served, streams included.
+            other = pb_grpc.FabricStatusStub(remote)
+            follow = other.WatchEvents(pb.WatchEventsRequest(skip_history=True))
+            await wait_for(lambda: events.subscribers == MAX_STREAMS_PER_CLIENT + 1, timeout=10)
+            events.emit("session_up", "swp1", "node-a established")
+            got = await asyncio.wait_for(follow.read(), 10)
+            assert got.subject == "swp1"
+            assert (await other.GetStatus(pb.GetStatusRequest(), timeout=5)).version
+
+            # A closed stream gives its slot back.
+            held.pop().cancel()
+            await wait_for(lambda: events.subscribers == MAX_STREAMS_PER_CLIENT, timeout=10)
+            again = hog.WatchEvents(pb.WatchEventsRequest(skip_history=True))
+            await wait_for(lambda: events.subscribers == MAX_STREAMS_PER_CLIENT + 1, timeout=10)
+            for stream in [*held, again, follow]:
+                stream.cancel()
+            await wait_for(lambda: events.subscribers == 0, timeout=10)
+            await wait_for(lambda: not server.stream_limit.open, timeout=10)
     finally:
         await server.stop(grace=0.1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,15 +28,51 @@ def test_unit_is_notify_with_watchdog_and_least_privilege() -> None:
     assert svc["ProtectSystem"] == "strict"
 
 
-def test_systemd_analyze_verify(tmp_path: Path) -> None:
+def _analyze() -> str:
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze is part of the machine image (package systemd)"
-    # verify checks that ExecStart binaries exist; point them at one that does.
+    return analyze
+
+
+def _checkable_copy(tmp_path: Path) -> Path:
+    # systemd-analyze checks that ExecStart binaries exist; point them at one that does.
     text = UNIT.read_text().replace("/usr/local/bin/fabric-agent", shutil.which("true") or "")
     unit = tmp_path / UNIT.name
     unit.write_text(text)
-    res = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+    return unit
+
+
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    unit = _checkable_copy(tmp_path)
+    res = subprocess.run([_analyze(), "verify", str(unit)], capture_output=True, text=True,
                          timeout=60)
     problems = [line for line in (res.stdout + res.stderr).splitlines()
                 if UNIT.name in line or "Unknown" in line]
     assert res.returncode == 0 and not problems, res.stdout + res.stderr
+
+
+def test_syscall_filter_drops_privileged_and_resources_but_chown() -> None:
+    # Several SystemCallFilter= lines edit one set in order (configparser keeps only the last).
+    lines = [line.partition("=")[2] for line in UNIT.read_text().splitlines()
+             if line.startswith("SystemCallFilter=")]
+    assert lines == ["@system-service", "~@privileged @resources", "@chown"]
+
+
+def test_systemd_analyze_security(tmp_path: Path) -> None:
+    """systemd's own reading of the hardening (offline: no running systemd needed)."""
+    unit = _checkable_copy(tmp_path)
+    res = subprocess.run([_analyze(), "security", "--offline=yes", "--json=short", str(unit)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    checks = {c["name"]: c["set"] for c in json.loads(res.stdout)}
+    for name in ("ProtectProc=", "PrivateMounts=", "RemoveIPC=", "SystemCallFilter=~@resources",
+                 "NoNewPrivileges=", "ProtectSystem=", "MemoryDenyWriteExecute="):
+        assert checks[name], name
+    # Not set, on purpose: it would hide /proc/net (headroom route counts) and /proc/sys
+    # (fib_notify_on_flag_change), which the agent reads; the unit says so.
+    assert not checks["ProcSubset="]
+    # The overall exposure (x10) must not grow back: 2.2 before ProtectProc, PrivateMounts,
+    # RemoveIPC and the narrower system call filter; 1.7 with them.
+    res = subprocess.run([_analyze(), "security", "--offline=yes", "--threshold=17", str(unit)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout[-300:]

@@ -15,6 +15,9 @@ answering) is an error, never stolen.
 TCP is for remote collectors only and only with TLS and a required client certificate signed
 by the configured CA: the status names every node, pod IP and port of the leaf.
 
+Streams (WatchEvents, health Watch, reflection) are limited per client (StreamLimit): one
+client holding every slot of the server would lock all others out, fabricctl status included.
+
 Both listeners serve standard health checking (grpc.health.v1) and server reflection, so
 `grpcurl -plaintext -unix /run/kube-fabric-agent/agent.sock list` works without the .proto.
 
@@ -28,12 +31,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import inspect
 import logging
 import os
 import socket
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,6 +76,9 @@ DEFAULT_SOCKET = "/run/kube-fabric-agent/agent.sock"
 MAX_REQUEST_BYTES = 64 * 1024
 # Each WatchEvents stream holds a subscription: bound them, the agent has a 256 MiB budget.
 MAX_CONCURRENT_RPCS = 64
+# Streams (WatchEvents, health Watch, reflection) live as long as the client wants: one client
+# may hold this many at once, so that it alone can never use up MAX_CONCURRENT_RPCS.
+MAX_STREAMS_PER_CLIENT = 8
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
 
 
@@ -173,6 +181,97 @@ class FabricStatusServicer(pb_grpc.FabricStatusServicer):
             sub.close()
 
 
+# ---- per-client stream limit ----
+
+
+def client_identity(peer: str) -> str:
+    """Who a stream is counted against, from grpc's context.peer().
+
+    TCP: the peer's IP address without the port (every connection has a new port; a client is
+    a host). The unix socket: ONE identity for every local client. gRPC Python gives the server
+    neither the connection's fd (for SO_PEERCRED) nor peer credentials: context.peer() is
+    "unix:" for every client and the auth context says only "insecure". A client-sent uid would
+    be a claim, not an identity. Who may connect locally at all is decided by the socket's mode
+    and group; the limit keeps local users together from starving remote collectors and from
+    using up the slots unary calls (fabricctl status) need.
+    """
+    kind, _, address = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        host, _, _port = address.rpartition(":")
+        return f"{kind}:{host.strip('[]')}"
+    if kind.startswith("unix"):
+        return "the unix socket"
+    return peer  # unknown transport: the whole peer string, the most specific we have
+
+
+class StreamLimit(grpc.aio.ServerInterceptor):
+    """Refuses a response stream with RESOURCE_EXHAUSTED when its client already holds
+    per_client streams; unary calls are never counted. An interceptor rather than a check in
+    WatchEvents so that the health Watch and reflection streams count too: each one otherwise
+    holds one of the server's MAX_CONCURRENT_RPCS slots for as long as the client likes."""
+
+    def __init__(self, per_client: int = MAX_STREAMS_PER_CLIENT) -> None:
+        self.per_client = per_client
+        self.open: Counter[str] = Counter()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or not handler.response_streaming:
+            return handler
+        if handler.request_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                self._limited(handler.stream_stream, details.method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return grpc.unary_stream_rpc_method_handler(
+            self._limited(handler.unary_stream, details.method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+    async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> str:
+        client = client_identity(context.peer())
+        # No await between the check and the increment: atomic on the event loop.
+        if self.open[client] >= self.per_client:
+            log.warning("refused a %s stream: %s already holds %d", method, client,
+                        self.open[client])
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many streams: {client} already holds {self.open[client]} (at most "
+                f"{self.per_client} per client); close one and retry")
+        self.open[client] += 1
+        return client
+
+    def _release(self, client: str) -> None:
+        self.open[client] -= 1
+        if self.open[client] <= 0:
+            del self.open[client]
+
+    def _limited(self, behavior: Any, method: str) -> Any:
+        # aio servicers stream either as async generators (WatchEvents, reflection) or as
+        # coroutines calling context.write (health Watch); keep the style grpc expects.
+        if inspect.isasyncgenfunction(behavior):
+            async def generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                client = await self._admit(context, method)
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                finally:  # also on cancellation, when the client goes away
+                    self._release(client)
+            return generator
+
+        async def coroutine(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            client = await self._admit(context, method)
+            try:
+                return await behavior(request, context)
+            finally:
+                self._release(client)
+        return coroutine
+
+
 # ---- the server ----
 
 
@@ -223,6 +322,7 @@ class StatusServer:
             cert, key, ca = (Path(p).read_bytes() for p in (tls_cert, tls_key, tls_client_ca))  # type: ignore[arg-type]
             self._tls = (cert, key, ca)
         self.servicer = FabricStatusServicer(provider, events)
+        self.stream_limit = StreamLimit()
         self.tcp_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
@@ -239,6 +339,7 @@ class StatusServer:
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+            interceptors=[self.stream_limit],
         )
         pb_grpc.add_FabricStatusServicer_to_server(self.servicer, server)
         self._health = health.aio.HealthServicer()
@@ -686,12 +787,15 @@ def rfc3339(unix: float) -> str:
 
 __all__ = [
     "DEFAULT_SOCKET",
+    "MAX_STREAMS_PER_CLIENT",
     "SERVICE_NAME",
     "FabricStatusServicer",
     "SocketInUse",
     "StatusServer",
+    "StreamLimit",
     "attachment_from_proto",
     "attachment_to_proto",
+    "client_identity",
     "event_from_proto",
     "event_to_proto",
     "headroom_from_proto",
