@@ -425,3 +425,19 @@ def test_a_static_node_is_never_routed_via_an_address_refused_as_its_host_route(
     assert ("s 10.244.3.0/24", "static routing needs an IPv4 InternalIP as next hop "
             "(10.0.0.1: InternalIP is this switch's switch.router_id)") in [
                 (r.name, r.reason) for r in p.refusals]
+
+
+@pytest.mark.parametrize("field", ["podCIDRs", "name", "address"])
+def test_a_huge_value_is_not_echoed_whole_into_the_refusal(field: str) -> None:
+    # Found by tests/test_fuzz_parsers.py: the reason quoted the value in full, so 300 KB in a
+    # Node field became 300 KB in the log and in the status, on every resync.
+    huge = "a" * 300_000
+    obj = node("n1", ip="192.168.10.1")
+    if field == "podCIDRs":
+        obj["spec"]["podCIDRs"] = [huge + "/24"]
+    elif field == "name":
+        obj["metadata"]["name"] = huge
+    else:
+        obj["status"]["addresses"] = [{"type": "InternalIP", "address": huge}]
+    _, refusals = parse_node(obj)
+    assert refusals and all(len(str(r)) < 400 for r in refusals), [len(str(r)) for r in refusals]
