@@ -78,6 +78,20 @@ class KubernetesConfig(_Strict):
     watch_pods: bool = True
 
 
+# Where no Service VIP can be: a pool overlapping one of these would let a node announce an
+# address the fabric cannot route (or must not, like 0.0.0.0/0 containing everything).
+_NOT_VIPS = tuple((ipaddress.ip_network(net), what) for net, what in (
+    ("0.0.0.0/8", "this-network"), ("127.0.0.0/8", "loopback"), ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"), ("255.255.255.255/32", "broadcast"),
+    ("::/127", "unspecified/loopback"), ("fe80::/10", "link-local"), ("ff00::/8", "multicast"),
+))
+
+
+def _overlaps(key: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> list[str]:
+    return [f"{key} {a} and {b} overlap" for i, a in enumerate(nets) for b in nets[i + 1 :]
+            if a.version == b.version and a.overlaps(b)]
+
+
 class FabricConfig(_Strict):
     server_ports: list[IfName] = Field(min_length=1)
     uplinks: list[IfName] = Field(default_factory=list)
@@ -89,6 +103,10 @@ class FabricConfig(_Strict):
     # Where nodes' InternalIPs must lie: a kubelet may rewrite its own Node's addresses, and an
     # InternalIP is announced upstream as a host route. None (absent): unchecked, said loudly.
     node_networks: list[Cidr] | None = None
+    # Where Service VIPs (LoadBalancer ingress IPs, externalIPs) may come from; empty: none is
+    # accepted. Also never a node's host route: a node claiming a VIP as its InternalIP would
+    # draw the VIP's traffic to itself alone.
+    service_pools: list[Cidr] = Field(default_factory=list)
     default_routing: RoutingMode = "bgp"
     # Upper bound on prefixes one node may send, counted before the prefix list ("force"), so a
     # node leaking a full table costs the leaf a session reset rather than its memory.
@@ -115,10 +133,15 @@ class FabricConfig(_Strict):
         if dup_nodes:
             problems.append(f"attachments puts {', '.join(dup_nodes)} on more than one port")
         nets = [ipaddress.ip_network(n) for n in self.pod_supernets]
-        for i, a in enumerate(nets):
-            for b in nets[i + 1 :]:
-                if a.version == b.version and a.overlaps(b):
-                    problems.append(f"pod_supernets {a} and {b} overlap")
+        problems.extend(_overlaps("pod_supernets", nets))
+        pools = [ipaddress.ip_network(n) for n in self.service_pools]
+        problems.extend(_overlaps("service_pools", pools))
+        problems.extend(f"service_pools {pool} overlaps pod_supernets {net}"
+                        for pool in pools for net in nets
+                        if pool.version == net.version and pool.overlaps(net))
+        problems.extend(f"service_pools {pool} overlaps {what} {special}"
+                        for pool in pools for special, what in _NOT_VIPS
+                        if pool.version == special.version and pool.overlaps(special))
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -41,14 +41,14 @@ def node_name(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"node name must be a string, got {type(value).__name__}")
     if not 1 <= len(value) <= 253 or not _DNS1123_SUBDOMAIN_RE.fullmatch(value):
-        raise ValueError(f"node name {value!r} is not a DNS-1123 subdomain")
+        raise ValueError(f"node name {printable(value)} is not a DNS-1123 subdomain")
     return value
 
 
 def interface_name(value: object) -> str:
     if not isinstance(value, str) or not _IFNAME_RE.fullmatch(value):
         raise ValueError(
-            f"interface name {value!r} is not a valid port name "
+            f"interface name {printable(value)} is not a valid port name "
             "(letter first, then letters, digits, '_', '.', '-', at most 15 characters)"
         )
     return value
@@ -56,14 +56,14 @@ def interface_name(value: object) -> str:
 
 def hostname(value: object) -> str:
     if not isinstance(value, str) or len(value) > 253 or not _HOSTNAME_RE.fullmatch(value):
-        raise ValueError(f"hostname {value!r} is not an RFC 1123 host name")
+        raise ValueError(f"hostname {printable(value)} is not an RFC 1123 host name")
     return value
 
 
 def asn(value: object) -> int:
     # bool is an int subclass; "yes" in YAML must not become AS 1.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"ASN must be an integer, got {value!r}")
+        raise ValueError(f"ASN must be an integer, got {printable(value)}")
     if not 1 <= value <= 4294967295 or value in _RESERVED_ASNS:
         raise ValueError(f"ASN {value} is out of range or reserved (1-4294967294, not 23456/65535)")
     return value
@@ -71,7 +71,7 @@ def asn(value: object) -> int:
 
 def ip_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if not isinstance(value, str):
-        raise ValueError(f"IP address must be a string, got {value!r}")
+        raise ValueError(f"IP address must be a string, got {printable(value)}")
     if "%" in value:
         # Python parses "fe80::1%swp4" (a zone id); FRR's prefix lists and netlink cannot take
         # it, and a node's address is never scoped to one of the switch's interfaces.
@@ -79,7 +79,7 @@ def ip_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         addr = ipaddress.ip_address(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not an IP address") from None
+        raise ValueError(f"{printable(value)} is not an IP address") from None
     if addr.is_unspecified or addr.is_multicast or addr.is_loopback:
         raise ValueError(f"{value} is not a usable unicast address")
     return addr
@@ -101,19 +101,21 @@ def cidr(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     """A network in canonical form: host bits set is refused rather than silently masked,
     because a node announcing 10.244.1.5/24 has a misconfiguration worth seeing."""
     if not isinstance(value, str) or "/" not in value:
-        raise ValueError(f"{value!r} is not a CIDR (address/prefix-length)")
+        raise ValueError(f"{printable(value)} is not a CIDR (address/prefix-length)")
     try:
         net = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
-        raise ValueError(f"{value!r} is not a valid CIDR: {exc}") from None
+        # ipaddress's message repeats the whole value: bounded like the value itself.
+        raise ValueError(f"{printable(value)} is not a valid CIDR: "
+                         f"{_clipped(str(exc))}") from None
     if str(net) != value:  # also refuses whitespace and newlines that int() would forgive
-        raise ValueError(f"{value!r} is not in canonical form (expected {net})")
+        raise ValueError(f"{printable(value)} is not in canonical form (expected {net})")
     return net
 
 
 def mac_address(value: object) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}", value):
-        raise ValueError(f"{value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+        raise ValueError(f"{printable(value)} is not a MAC address (aa:bb:cc:dd:ee:ff)")
     if int(value[:2], 16) & 1:
         raise ValueError(f"{value} is a multicast MAC address")
     return value.lower()
@@ -132,7 +134,7 @@ def label_selector(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("label selector must be a string")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"label selector {value!r} contains control characters")
+        raise ValueError(f"label selector {printable(value)} contains control characters")
     if not value.strip():
         return ""
     for term in split_selector(value):
@@ -160,6 +162,14 @@ def split_selector(value: str) -> list[str]:
 
 def printable(value: object, limit: int = 80) -> str:
     """A value as it may appear in a log line or refusal: repr-escaped (no newlines reach a log
-    parser) and truncated."""
+    parser) and truncated. Every validator's error uses it: a kubelet may write 300 KB into a
+    field, and the error is logged and kept in the status."""
     text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clipped(text: str, limit: int = 120) -> str:
+    """A library's message (it may quote the whole value): control characters escaped, and
+    truncated like printable(), without printable()'s quotes."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -77,6 +77,9 @@ def agent_config(lab: Lab, workdir: Path, **fabric_extra: Any) -> dict[str, Any]
             "server_ports": ["swp1", "swp2", "swp3", "swp4", "swp5"],
             "uplinks": ["swp51"],
             "pod_supernets": ["10.244.0.0/16"],
+            # Every InternalIP the lab's Nodes register: SERVERS and STATIC_NODES in
+            # 192.168.10.0/24, FLANNEL_NODES (InternalIP = public IP) in 192.168.20.0/24.
+            "node_networks": ["192.168.10.0/24", "192.168.20.0/24"],
             # lldpd on leaf1 is started by the tests that need it; until then the agent reports
             # LLDP unavailable and attachments come from annotations.
             "lldp": True,

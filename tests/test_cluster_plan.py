@@ -368,3 +368,76 @@ def test_internal_ips_outside_node_networks_are_refused() -> None:
     assert "198.51.100.7/32" in plan(unchecked, cluster_state(nodes)).frr.advertise_v4
     assert any("node_networks" in w for w in config_warnings(unchecked))
     assert config_warnings(cfg) == []
+
+
+def _host_route_refused(fabric: dict[str, Any] | None = None, switch: dict[str, Any] | None = None,
+                        ip: str = "192.168.10.2", **dataplane: Any) -> list[tuple[str, str]]:
+    """Node b's InternalIP `ip`: which host routes are accepted from it and what is refused.
+    Node a (192.168.10.1) is the honest neighbour, which must keep its own."""
+    cfg = parse_config({**CONFIG, "switch": {**CONFIG["switch"], **(switch or {})},
+                        "fabric": {**CONFIG["fabric"], **(fabric or {})},
+                        "dataplane": dataplane})
+    p = plan(cfg, cluster_state([node("a", "10.244.1.0/24", "leaf1/swp1", ip="192.168.10.1"),
+                                 node("b", "10.244.2.0/24", "leaf1/swp2", ip=ip)]))
+    accepted = {peer.node: peer.accept_v4 for peer in p.frr.server_peers if peer.node}
+    assert accepted["a"] == ("10.244.1.0/24", "192.168.10.1/32")
+    assert accepted["b"] == ("10.244.2.0/24",)
+    assert f"{ip}/32" not in p.frr.advertise_v4
+    return [(r.name, r.reason) for r in p.refusals]
+
+
+def test_an_internal_ip_in_a_service_pool_is_refused() -> None:
+    # A node claiming a VIP as its address would draw the VIP's traffic to itself alone.
+    assert _host_route_refused({"service_pools": ["203.0.113.0/24"]}, ip="203.0.113.10") == [
+        ("b 203.0.113.10/32", "InternalIP inside fabric.service_pools (Service VIP space)")]
+
+
+def test_an_internal_ip_in_pod_space_no_node_holds_yet_is_refused() -> None:
+    # 10.244.9.0/24 is nobody's pod CIDR yet; the node that gets it later must not find it taken.
+    assert _host_route_refused(ip="10.244.9.9") == [
+        ("b 10.244.9.9/32", "InternalIP inside fabric.pod_supernets (pod space)")]
+
+
+def test_an_internal_ip_in_the_nodes_own_pod_cidr_is_refused_not_dropped_silently() -> None:
+    assert _host_route_refused(ip="10.244.2.1") == [
+        ("b 10.244.2.1/32", "InternalIP inside fabric.pod_supernets (pod space)")]
+
+
+@pytest.mark.parametrize(("switch", "dataplane", "ip", "key"), [
+    ({}, {}, "10.0.0.1", "switch.router_id"),
+    ({"vtep_ip": "10.0.0.2"}, {}, "10.0.0.2", "switch.vtep_ip"),
+    ({}, {"vxlan": {"address": "10.244.0.0/32"}}, "10.244.0.0", "dataplane.vxlan.address"),
+])
+def test_an_internal_ip_that_is_the_switchs_own_address_is_refused(
+        switch: dict[str, Any], dataplane: dict[str, Any], ip: str, key: str) -> None:
+    # Announced upstream, the spines would send the leaf's own traffic (BGP, VXLAN) to the node.
+    assert _host_route_refused(switch=switch, ip=ip, **dataplane) == [
+        (f"b {ip}/32", f"InternalIP is this switch's {key}")]
+
+
+def test_a_static_node_is_never_routed_via_an_address_refused_as_its_host_route() -> None:
+    # Via the switch's own router id, the kernel route would point the pods back at the leaf.
+    cfg = parse_config(CONFIG)
+    obj = node("s", "10.244.3.0/24", "leaf1/swp1", ip="10.0.0.1")
+    obj["metadata"]["annotations"]["kube-fabric-agent.io/routing"] = "static"
+    p = plan(cfg, cluster_state([obj]))
+    assert p.dataplane.static_routes == ()
+    assert ("s 10.244.3.0/24", "static routing needs an IPv4 InternalIP as next hop "
+            "(10.0.0.1: InternalIP is this switch's switch.router_id)") in [
+                (r.name, r.reason) for r in p.refusals]
+
+
+@pytest.mark.parametrize("field", ["podCIDRs", "name", "address"])
+def test_a_huge_value_is_not_echoed_whole_into_the_refusal(field: str) -> None:
+    # Found by tests/test_fuzz_parsers.py: the reason quoted the value in full, so 300 KB in a
+    # Node field became 300 KB in the log and in the status, on every resync.
+    huge = "a" * 300_000
+    obj = node("n1", ip="192.168.10.1")
+    if field == "podCIDRs":
+        obj["spec"]["podCIDRs"] = [huge + "/24"]
+    elif field == "name":
+        obj["metadata"]["name"] = huge
+    else:
+        obj["status"]["addresses"] = [{"type": "InternalIP", "address": huge}]
+    _, refusals = parse_node(obj)
+    assert refusals and all(len(str(r)) < 400 for r in refusals), [len(str(r)) for r in refusals]

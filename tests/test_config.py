@@ -131,6 +131,30 @@ def test_render_refuses_a_sonic_config_without_asn(tmp_path: Path) -> None:
     assert res.returncode == 2 and "switch.asn:" in res.stderr and res.stdout == ""
 
 
+def test_service_pools_default_to_none_and_are_canonical_cidrs() -> None:
+    # Contract: empty or absent, no VIP is accepted.
+    assert parse_config(BASE).fabric.service_pools == []
+    cfg = parse_config(_with("fabric", service_pools=["203.0.113.0/24", "2001:db8:5::/112"]))
+    assert cfg.fabric.service_pools == ["203.0.113.0/24", "2001:db8:5::/112"]
+    assert _problems(_with("fabric", service_pools=["203.0.113.1/24"]))[0].startswith(
+        "fabric.service_pools[0]:")
+
+
+@pytest.mark.parametrize(("pools", "why"), [
+    (["203.0.113.0/24", "203.0.113.128/25"], "service_pools 203.0.113.0/24 and 203.0.113.128/25 "
+                                             "overlap"),
+    (["10.244.200.0/24"], "service_pools 10.244.200.0/24 overlaps pod_supernets 10.244.0.0/16"),
+    (["169.254.0.0/24"], "overlaps link-local 169.254.0.0/16"),
+    (["fe80::/64"], "overlaps link-local fe80::/10"),
+    (["224.0.0.0/24"], "overlaps multicast"),
+    (["0.0.0.0/0"], "overlaps loopback 127.0.0.0/8"),
+])
+def test_service_pools_that_cannot_hold_vips_are_refused(pools: list[str], why: str) -> None:
+    problems = _problems(_with("fabric", service_pools=pools))
+    assert len(problems) == 1 and problems[0].startswith("fabric:"), problems
+    assert why in problems[0]
+
+
 # ---- warnings: valid, but unsafe ----
 
 QUIET = {**BASE, "fabric": {**BASE["fabric"], "node_networks": ["10.0.0.0/16"]}}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from agent.cluster.attachments import Attachment, resolve
 from agent.cluster.nodes import ClusterState, IPNetwork, Node, Refusal
@@ -35,13 +35,58 @@ def _host_prefix(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> IPNetwo
     return ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}")
 
 
+@dataclass(frozen=True)
+class HostRouteRules:
+    """Where a node's InternalIP host route may not lie, each with the reason a refusal gives.
+
+    A kubelet may rewrite its own Node's addresses, and a host route is accepted from the node
+    and announced upstream: inside pod space or a Service pool it would take traffic meant for
+    pods or VIPs; on one of the switch's own addresses it would pull the switch's own traffic.
+    """
+
+    node_networks: tuple[IPNetwork, ...] | None = None  # None: not configured, unchecked
+    forbidden: tuple[tuple[IPNetwork, str], ...] = ()
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> HostRouteRules:
+        fabric, switch = config.fabric, config.switch
+        forbidden: list[tuple[IPNetwork, str]] = []
+        for key, value in (("switch.router_id", switch.router_id),
+                           ("switch.vtep_ip", switch.vtep_ip)):
+            if value is not None:
+                forbidden.append((_host_prefix(ipaddress.ip_address(value)),
+                                  f"InternalIP is this switch's {key}"))
+        if config.dataplane.vxlan.address is not None:
+            forbidden.append((ipaddress.ip_network(config.dataplane.vxlan.address),
+                              "InternalIP is this switch's dataplane.vxlan.address"))
+        forbidden.extend((ipaddress.ip_network(n), "InternalIP inside fabric.pod_supernets "
+                          "(pod space)") for n in fabric.pod_supernets)
+        forbidden.extend((ipaddress.ip_network(n), "InternalIP inside fabric.service_pools "
+                          "(Service VIP space)") for n in fabric.service_pools)
+        networks = (None if fabric.node_networks is None
+                    else tuple(ipaddress.ip_network(n) for n in fabric.node_networks))
+        return cls(networks, tuple(forbidden))
+
+    def problem(self, host: IPNetwork) -> str | None:
+        """Why `host` (a /32 or /128) can be no node's host route; None if it may be."""
+        for net, why in self.forbidden:
+            if host.version == net.version and host.subnet_of(net):
+                return why
+        if self.node_networks is not None and not any(
+                host.version == n.version and host.subnet_of(n)
+                for n in self.node_networks):
+            return "InternalIP outside fabric.node_networks"
+        return None
+
+
 def admitted_prefixes(
     nodes: tuple[Node, ...], supernets: list[IPNetwork], include_node_ips: bool,
-    node_networks: list[IPNetwork] | None = None,
+    rules: HostRouteRules | None = None,
 ) -> tuple[dict[str, list[IPNetwork]], list[Refusal]]:
     """Per node, the prefixes it may announce: its pod CIDRs inside the supernets, not
-    overlapping an older node's, plus its InternalIP host routes inside `node_networks` (when
-    given) unless another node's space already covers them."""
+    overlapping an older node's, plus its InternalIP host routes that `rules` allow unless
+    another node's space already covers them."""
+    rules = rules or HostRouteRules()
     refusals: list[Refusal] = []
     taken: list[tuple[IPNetwork, str]] = []
     result: dict[str, list[IPNetwork]] = {}
@@ -72,15 +117,12 @@ def admitted_prefixes(
         for node in sorted(nodes, key=lambda n: (n.created, n.name)):
             for addr in node.internal_ips:
                 host = _host_prefix(addr)
-                if node_networks is not None and not any(
-                        host.version == n.version and host.subnet_of(n) for n in node_networks):
-                    refusals.append(Refusal("prefix", f"{node.name} {host}",
-                                            "InternalIP outside fabric.node_networks"))
-                    continue
                 owner = owner_of(host)
-                if owner is not None and owner != node.name:
-                    refusals.append(Refusal("prefix", f"{node.name} {host}",
-                                            f"InternalIP lies in address space of node {owner}"))
+                # Another node's space is named first: it says who is being impersonated.
+                why = (f"InternalIP lies in address space of node {owner}"
+                       if owner is not None and owner != node.name else rules.problem(host))
+                if why is not None:
+                    refusals.append(Refusal("prefix", f"{node.name} {host}", why))
                     continue
                 if owner is None:
                     taken.append((host, node.name))
@@ -136,10 +178,8 @@ def _plan(
     refusals.extend(why)
 
     supernets = [ipaddress.ip_network(s) for s in fabric.pod_supernets]
-    node_networks = (None if fabric.node_networks is None
-                     else [ipaddress.ip_network(n) for n in fabric.node_networks])
-    prefixes, why = admitted_prefixes(cluster.nodes, supernets, fabric.advertise_node_ips,
-                                      node_networks)
+    rules = HostRouteRules.from_config(config)
+    prefixes, why = admitted_prefixes(cluster.nodes, supernets, fabric.advertise_node_ips, rules)
     refusals.extend(why)
     for name in refused:  # no room in the ASIC: the node's space stays reserved, unused
         prefixes[name] = []
@@ -163,7 +203,7 @@ def _plan(
         planned.append(PlannedAttachment(port, node.name, att.source, routing,
                                          tuple(str(p) for p in accepted), node.unschedulable))
         if routing == "static":
-            routes, why = static_routes(node, accepted, port)
+            routes, why = static_routes(node, accepted, port, rules)
             static.extend(routes)
             refusals.extend(why)
         if routing != "bgp":
@@ -218,19 +258,25 @@ def _originated(config: AgentConfig, routed_here: list[IPNetwork]) -> dict[str, 
 
 
 def static_routes(
-    node: Node, accepted: list[IPNetwork], port: str
+    node: Node, accepted: list[IPNetwork], port: str, rules: HostRouteRules | None = None
 ) -> tuple[list[StaticRoute], list[Refusal]]:
     """A static node's admitted pod CIDRs, each via its InternalIP of the same family, out of
-    `port`, the server port the node is attached to."""
+    `port`, the server port the node is attached to. An InternalIP `rules` refuse as a host
+    route is no next hop either: via the switch's own address or a VIP the route would loop or
+    send the node's pods' traffic elsewhere."""
+    rules = rules or HostRouteRules()
     routes, refusals = [], []
     for net in accepted:
         if net.prefixlen == net.max_prefixlen and any(net.network_address == ip
                                                       for ip in node.internal_ips):
             continue  # its own host route: the node is directly connected
-        via = next((ip for ip in node.internal_ips if ip.version == net.version), None)
+        family = [ip for ip in node.internal_ips if ip.version == net.version]
+        why = {ip: rules.problem(_host_prefix(ip)) for ip in family}
+        via = next((ip for ip in family if why[ip] is None), None)
         if via is None:
+            detail = "".join(f" ({ip}: {why[ip]})" for ip in family)
             refusals.append(Refusal("prefix", f"{node.name} {net}", f"static routing needs an "
-                                    f"IPv{net.version} InternalIP as next hop"))
+                                    f"IPv{net.version} InternalIP as next hop{detail}"))
             continue
         routes.append(StaticRoute(node.name, str(net), str(via), port))
     return routes, refusals

@@ -1,0 +1,413 @@
+"""Fuzzing the Node and Pod parsers and plan() with hostile objects (hypothesis).
+
+A kubelet may write anything into its own Node, and a Pod's status is whatever the runtime
+reported; the agent must never crash on it, and nothing that reaches FRR, netlink or Redis may be
+malformed. The properties, for any object:
+
+- parse_node / parse_pod / slim_pod / the pod index never raise (cluster_state would hide a
+  parser bug as a refusal, so it is checked that none says "could not be parsed");
+- every value plan() hands on passes the FRR templates' `token` filter (render_frr does not
+  raise UnsafeValue) and is semantically valid: canonical prefixes inside the configured space,
+  routable unicast addresses, unicast non-zero MACs.
+
+CI runs a fixed, derandomized profile of a few hundred examples (a few seconds); for a longer
+hunt: KFA_FUZZ_PROFILE=deep pytest tests/test_fuzz_parsers.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+from typing import Any
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from agent import validate
+from agent.apply.frr.render import _token, render_frr
+from agent.cluster.nodes import cluster_state, parse_node
+from agent.cluster.pod_index import PodIndex, parse_pod, slim_pod
+from agent.config import AgentConfig, parse_config
+from agent.plan.build import HostRouteRules, plan
+from agent.vocabulary import FLANNEL_PREFIX, ROUTING_ANNOTATION, SWITCH_PORT_ANNOTATION
+
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, derandomize=True, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "deep", max_examples=20000, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings.get_profile(os.environ.get("KFA_FUZZ_PROFILE", "ci"))
+
+SERVER_PORTS = ["swp1", "swp2", "swp3", "swp4"]
+BASE = {
+    "switch": {"hostname": "leaf1", "asn": 65101, "router_id": "10.0.0.1",
+               "vtep_ip": "10.0.0.2"},
+    "fabric": {"server_ports": SERVER_PORTS, "uplinks": ["swp51"], "lldp": True,
+               "pod_supernets": ["10.244.0.0/16", "fd00:10:244::/48"],
+               "attachments": {"swp4": "n4"}},
+    "dataplane": {"vxlan": {"address": "10.244.250.0/32"}},
+}
+CONFIGS = [
+    parse_config(BASE),
+    parse_config({**BASE, "fabric": {
+        **BASE["fabric"], "default_routing": "static",
+        "node_networks": ["192.168.10.0/24", "fd00:192:168:10::/64"],
+        "service_pools": ["203.0.113.0/24", "2001:db8:5::/112"]}}),
+    parse_config({**BASE, "fabric": {**BASE["fabric"], "default_routing": "vxlan",
+                                     "aggregate_to_supernets": True}}),
+]
+
+# -- hostile leaves ------------------------------------------------------------------------------
+NASTY_TEXT = [
+    "", " ", "\n", "x\n neighbor 6.6.6.6 remote-as 1", "a b", "a;b", "{{ frr }}", "%", "/",
+    "\x00", "\u202e", "\ufeff", "ñ", "😀", "\uff11\uff10.\uff10.\uff10.\uff11", "٣",
+    "0x0a000001", "-1", "1e3",
+]
+ADDRESSES = [
+    "192.168.10.1", "192.168.10.7", "10.0.0.1", "10.0.0.2", "10.244.1.7", "10.244.250.0",
+    "203.0.113.9", "198.51.100.7", "169.254.1.1", "fe80::1", "fe80::1%swp1", "fd00::1%2",
+    "0.0.0.0", "::", "127.0.0.1", "::1", "224.0.0.5", "ff02::1", "255.255.255.255",
+    "::ffff:10.0.0.1", "::ffff:169.254.1.1", "64:ff9b::a00:1", "2001:db8:5::1",
+    "fd00:192:168:10::5", "fd00:10:244:1::9", "010.000.000.001", "192.168.10.1 ",
+    "192.168.10.1\n", "192.168.10.1/32", "1.2.3", "256.1.1.1",
+]
+CIDRS = [
+    "10.244.1.0/24", "10.244.2.0/24", "10.244.1.0/25", "10.244.0.0/16", "10.99.0.0/24",
+    "10.244.1.7/32", "fd00:10:244:1::/64", "fd00:10:244::/48", "0.0.0.0/0", "::/0",
+    "10.244.1.1/24", "10.244.1.0/24\n", " 10.244.1.0/24", "10.244.1.0/ 24", "10.244.1.0/024",
+    "10.244.1.0/24 permit any", "169.254.0.0/16", "fe80::/64", "224.0.0.0/4", "ff00::/8",
+    "10.244.250.0/32", "::ffff:10.244.1.0/120", "10.244.1.0/33", "fd00:10:244:1::%1/64",
+]
+MACS = [
+    "0a:58:0a:f4:07:00", "0A:58:0A:F4:07:00", "00:00:00:00:00:00", "01:00:5e:00:00:01",
+    "ff:ff:ff:ff:ff:ff", "33:33:00:00:00:01", "0a:58:0a:f4:07", "0a-58-0a-f4-07-00",
+    "0a:58:0a:f4:07:00\n", "0a:58:0a:f4:07:0g", "0a:58:0a:f4:07:00:00",
+]
+NAMES = ["n1", "n2", "n3", "n4", "N1", "n1\n", "x" * 254, "-a", "a_b", "n1.example.com", ""]
+
+
+def huge_text() -> st.SearchStrategy[str]:
+    return st.builds(lambda ch, n: ch * n, st.sampled_from(["a", "[", "{", "0", "é", "\n"]),
+                     st.integers(1000, 70_000))
+
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=2**63),
+    st.floats(allow_nan=True), st.text(max_size=40), st.sampled_from(NASTY_TEXT), huge_text(),
+)
+anything = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.one_of(st.text(max_size=8), st.integers()),
+                                            inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+def generated_ip() -> st.SearchStrategy[str]:
+    return st.ip_addresses().map(str)
+
+
+def sometimes(plausible: st.SearchStrategy[Any], odds: int = 3) -> st.SearchStrategy[Any]:
+    """Mostly the plausible value, so the parser goes deep; sometimes anything at all."""
+    return st.one_of(*[plausible] * odds, anything)
+
+
+def noisy(values: list[str], generated: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    text = st.one_of(st.sampled_from(values), generated)
+    suffix = st.sampled_from(["", "", "", "\n", " ", "%eth0", "/32", "\x00", "\u00a0"])
+    return st.builds(lambda t, s: t + s, text, suffix)
+
+
+addresses = noisy(ADDRESSES, generated_ip())
+cidrs = noisy(CIDRS, st.builds(lambda a, n: f"{a}/{n}", generated_ip(), st.integers(-1, 130)))
+macs = noisy(MACS, st.binary(min_size=6, max_size=6).map(lambda b: b.hex(":")))
+
+
+def backend_data() -> st.SearchStrategy[Any]:
+    vni = st.one_of(st.sampled_from([1, 0, 2, 16777215, 16777216, -1, True, 1.0, "1", None]),
+                    st.integers())
+    obj = st.fixed_dictionaries({}, optional={"VNI": vni, "VtepMAC": sometimes(macs),
+                                              "Extra": anything})
+    deep = st.builds(lambda open_, n: open_ * n, st.sampled_from(["[", "{\"a\":", "[{\"x\":"]),
+                     st.integers(1, 5000))
+    return st.one_of(obj.map(json.dumps), deep, st.sampled_from(NASTY_TEXT), anything)
+
+
+annotation_values = {
+    SWITCH_PORT_ANNOTATION: st.one_of(
+        st.builds(lambda p: f"leaf1/{p}", st.sampled_from([*SERVER_PORTS, "swp9", "swp1\n"])),
+        st.sampled_from(["leaf2/swp1", "leaf1", "/swp1", "leaf1/", "leaf1/swp1/x",
+                         "leaf1/swp1\n shutdown", "LEAF1/swp1"])),
+    ROUTING_ANNOTATION: st.sampled_from(["bgp", "static", "vxlan", "BGP", "bgp\n", ""]),
+    FLANNEL_PREFIX + "backend-type": st.sampled_from(["vxlan", "host-gw", "VXLAN"]),
+    FLANNEL_PREFIX + "backend-data": backend_data(),
+    FLANNEL_PREFIX + "public-ip": addresses,
+    FLANNEL_PREFIX + "public-ip-overwrite": addresses,
+}
+# Values a plan can do something with: few of them, so nodes collide on names, CIDRs, ports.
+good_cidrs = st.one_of(st.integers(0, 4).map(lambda x: f"10.244.{x}.0/24"),
+                       st.integers(0, 4).map(lambda x: f"fd00:10:244:{x}::/64"))
+good_addresses = st.one_of(st.integers(0, 4).map(lambda x: f"192.168.10.{x}"),
+                           st.integers(0, 4).map(lambda x: f"10.244.{x}.7"),
+                           st.integers(0, 2).map(lambda x: f"fd00:192:168:10::{x}"),
+                           st.sampled_from(["10.0.0.1", "10.0.0.2", "203.0.113.9"]))
+good_macs = st.integers(0, 3).map(lambda x: f"0a:58:0a:f4:0{x}:00")
+
+
+def node_objects(odds: int, cidr: st.SearchStrategy[str], address: st.SearchStrategy[str],
+                 mac: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
+    """Node-shaped dicts; each part hostile once in `odds` + 1 draws."""
+    def often(plausible: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return sometimes(plausible, odds)
+
+    values = {**annotation_values,
+              FLANNEL_PREFIX + "backend-type": st.sampled_from(["vxlan", "vxlan", "host-gw"]),
+              FLANNEL_PREFIX + "backend-data": st.one_of(
+                  backend_data(), st.builds(lambda m: json.dumps({"VNI": 1, "VtepMAC": m}), mac)),
+              FLANNEL_PREFIX + "public-ip": address,
+              FLANNEL_PREFIX + "public-ip-overwrite": address}
+    annotations = st.fixed_dictionaries({}, optional={k: often(v) for k, v in values.items()})
+    entry = st.fixed_dictionaries(
+        {"type": st.sampled_from(["InternalIP", "InternalIP", "ExternalIP", "Hostname", None]),
+         "address": often(address)})
+    return st.fixed_dictionaries({
+        "metadata": often(st.fixed_dictionaries(
+            {"name": st.one_of(st.sampled_from(NAMES), *[st.sampled_from(NAMES[:4])] * odds,
+                               anything)},
+            optional={"annotations": often(annotations),
+                      "labels": often(st.dictionaries(st.text(max_size=10), scalars)),
+                      "creationTimestamp": often(st.sampled_from(
+                          ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z", "", "x"]))})),
+        "spec": often(st.fixed_dictionaries({}, optional={
+            "podCIDRs": often(st.lists(often(cidr), max_size=12)),
+            "podCIDR": often(cidr),
+            "unschedulable": often(st.booleans())})),
+        "status": often(st.fixed_dictionaries({}, optional={
+            "addresses": often(st.lists(often(entry), max_size=6))})),
+    })
+
+
+nodes = node_objects(3, cidrs, addresses, macs)
+hostile_nodes = st.one_of(nodes, nodes, nodes, anything)
+
+
+def _plannable(name: str, port: str, routing: str | None, pod_cidrs: list[str],
+               ips: list[str], mac: str, public_ip: str, created: str, cordoned: bool,
+               corrupt: tuple[tuple[str, ...], Any] | None) -> dict[str, Any]:
+    annotations = {SWITCH_PORT_ANNOTATION: f"leaf1/{port}",
+                   FLANNEL_PREFIX + "backend-type": "vxlan",
+                   FLANNEL_PREFIX + "backend-data": json.dumps({"VNI": 1, "VtepMAC": mac}),
+                   FLANNEL_PREFIX + "public-ip": public_ip}
+    if routing is not None:
+        annotations[ROUTING_ANNOTATION] = routing
+    obj: dict[str, Any] = {
+        "metadata": {"name": name, "creationTimestamp": created, "annotations": annotations},
+        "spec": {"podCIDRs": pod_cidrs, "unschedulable": cordoned},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip} for ip in ips]}}
+    if corrupt is not None:  # one part replaced by anything at all
+        path, value = corrupt
+        parent = obj
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = value
+    return obj
+
+
+# For plan(): well-formed Nodes that collide on names, ports, CIDRs and addresses, with hostile
+# values mixed in, so that sessions, host routes, static routes and overlay peers are planned.
+plannable_nodes = st.builds(
+    _plannable, name=st.sampled_from(NAMES[:4]),
+    port=st.sampled_from([*SERVER_PORTS, "swp9"]),
+    routing=st.sampled_from([None, "bgp", "static", "vxlan", "bogus"]),
+    pod_cidrs=st.lists(st.one_of(good_cidrs, good_cidrs, cidrs), max_size=3),
+    ips=st.lists(st.one_of(good_addresses, good_addresses, addresses), max_size=3),
+    mac=st.one_of(good_macs, macs), public_ip=st.one_of(good_addresses, addresses),
+    created=st.sampled_from(["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"]),
+    cordoned=st.booleans(),
+    corrupt=st.one_of(st.none(), st.none(), st.tuples(st.sampled_from([
+        ("metadata",), ("metadata", "annotations"), ("spec", "podCIDRs"), ("spec",),
+        ("status", "addresses"), ("metadata", "annotations", SWITCH_PORT_ANNOTATION),
+        ("metadata", "annotations", FLANNEL_PREFIX + "backend-data"),
+    ]), anything)))
+
+pods = st.fixed_dictionaries({
+    "metadata": sometimes(st.fixed_dictionaries(
+        {"name": sometimes(st.sampled_from(["web-1", "web-2", "Web", "a" * 254, "w\n"])),
+         "namespace": sometimes(st.sampled_from(["shop", "default", "a" * 64, "Shop", ""]))},
+        optional={"creationTimestamp": sometimes(st.sampled_from(
+            ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00+01:00", "2026-01-01T00:00:00Z\n"]))})),
+    "spec": sometimes(st.fixed_dictionaries(
+        {"nodeName": sometimes(st.sampled_from(["n1", "n2", "", "N1", "n1\n"]))},
+        optional={"hostNetwork": sometimes(st.booleans())})),
+    "status": sometimes(st.fixed_dictionaries({}, optional={
+        "phase": sometimes(st.sampled_from(["Running", "Pending", "Succeeded", "Failed",
+                                            "Unknown", "running"])),
+        "podIP": sometimes(addresses),
+        "podIPs": sometimes(st.lists(sometimes(st.one_of(
+            st.fixed_dictionaries({"ip": sometimes(addresses)}), addresses)), max_size=5))})),
+})
+hostile_pods = st.one_of(pods, pods, pods, anything)
+lldp = st.dictionaries(st.sampled_from([*SERVER_PORTS, "swp9", "bad port"]),
+                       st.one_of(st.sampled_from(NAMES), st.text(max_size=20)), max_size=4)
+
+
+# -- what plan() may hand on -----------------------------------------------------------------------
+def _strings(value: Any) -> list[Any]:
+    """Every leaf value of a (nested) plan dataclass."""
+    if dataclasses.is_dataclass(value):
+        return [s for f in dataclasses.fields(value) for s in _strings(getattr(value, f.name))]
+    if isinstance(value, tuple | list):
+        return [s for v in value for s in _strings(v)]
+    return [value]
+
+
+def _prefix(text: str, version: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    net = validate.cidr(text)  # canonical, no host bits
+    assert net.version == version, text
+    assert not (net.is_link_local or net.is_multicast or net.is_loopback), text
+    return net
+
+
+def _host(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    addr = validate.host_address(text)
+    assert str(addr) == text  # canonical
+    return addr
+
+
+def check_plan(config: AgentConfig, p: Any) -> None:
+    frr = p.frr
+    render_frr(frr)  # raises UnsafeValue on anything the token filter refuses
+    for value in _strings(frr):
+        if value is not None and not isinstance(value, bool | int):
+            _token(value)
+    supernets = [ipaddress.ip_network(n) for n in config.fabric.pod_supernets]
+    rules = HostRouteRules.from_config(config)
+
+    def admissible(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        if net.prefixlen == net.max_prefixlen and not any(
+                net.version == s.version and net.subnet_of(s) for s in supernets):
+            _host(str(net.network_address))
+            assert rules.problem(net) is None, net
+        else:
+            assert any(net.version == s.version and net.subnet_of(s) for s in supernets), net
+
+    for peer in frr.server_peers:
+        assert peer.port in config.fabric.server_ports
+        if peer.node is not None:
+            validate.node_name(peer.node)
+        for text in peer.accept_v4:
+            admissible(_prefix(text, 4))
+        for text in peer.accept_v6:
+            admissible(_prefix(text, 6))
+    for family, version in (("v4", 4), ("v6", 6)):
+        for key in ("advertise", "aggregate", "redistribute", "originate"):
+            for text in getattr(frr, f"{key}_{family}"):
+                admissible(_prefix(text, version))
+    for att in p.attachments:
+        validate.node_name(att.node)
+        assert att.port in config.fabric.server_ports
+    dp = p.dataplane
+    for route in dp.static_routes:
+        net = ipaddress.ip_network(route.prefix)
+        admissible(_prefix(route.prefix, net.version))
+        via = _host(route.via)
+        assert via.version == net.version
+        assert rules.problem(ipaddress.ip_network(f"{via}/{via.max_prefixlen}")) is None
+        assert route.port in config.fabric.server_ports
+    macs_seen = set()
+    for peer in dp.vxlan_peers:
+        validate.node_name(peer.node)
+        net = _prefix(peer.pod_cidr, 4)
+        admissible(net)
+        assert peer.gateway == str(net.network_address)
+        assert validate.unicast_mac(peer.vtep_mac) == peer.vtep_mac  # unicast, non-zero, lower
+        assert peer.vtep_mac not in macs_seen
+        macs_seen.add(peer.vtep_mac)
+        public = _host(peer.public_ip)
+        assert public.version == 4 and peer.public_ip != config.switch.vtep_ip
+
+
+# -- the properties ------------------------------------------------------------------------------
+@FUZZ
+@given(obj=hostile_nodes)
+def test_parse_node_never_raises_and_keeps_only_valid_values(obj: Any) -> None:
+    node, refusals = parse_node(obj)
+    for r in refusals:
+        assert "\n" not in r.name and "\n" not in r.reason
+        assert len(r.name) < 400 and len(r.reason) < 1000  # printable() bounds what is echoed
+    if node is None:
+        return
+    validate.node_name(node.name)
+    assert len(node.pod_cidrs) <= 2 and len({n.version for n in node.pod_cidrs}) == len(
+        node.pod_cidrs)
+    for net in node.pod_cidrs:
+        assert validate.cidr(str(net)) == net
+    for addr in node.internal_ips:
+        assert validate.host_address(str(addr)) == addr
+    if node.flannel is not None:
+        assert validate.unicast_mac(node.flannel.vtep_mac) == node.flannel.vtep_mac
+        assert 1 <= node.flannel.vni <= 16777215
+        validate.host_address(str(node.flannel.public_ip))
+    if node.switch_port is not None:
+        validate.hostname(node.switch_port.switch)
+        validate.interface_name(node.switch_port.port)
+
+
+@FUZZ
+@given(good=st.lists(plannable_nodes, min_size=1, max_size=6),
+       bad=st.lists(hostile_nodes, max_size=2), neighbors=lldp,
+       config=st.sampled_from(CONFIGS), programmed=st.sets(st.sampled_from(NAMES[:4])))
+def test_plan_of_hostile_nodes_renders_and_holds_only_valid_values(
+        good: list[Any], bad: list[Any], neighbors: dict[str, str], config: AgentConfig,
+        programmed: set[str]) -> None:
+    state = cluster_state([*good, *bad])
+    assert not any("could not be parsed" in r.reason for r in state.refusals)
+    p = plan(config, state, neighbors, programmed=programmed)
+    check_plan(config, p)
+    # How deep the examples reach (--hypothesis-show-statistics): not asserted, watched.
+    event(f"{len(p.attachments)} attachments")
+    event(f"accepted: {any(peer.accept_v4 or peer.accept_v6 for peer in p.frr.server_peers)}")
+    event(f"static routes: {bool(p.dataplane.static_routes)}")
+    event(f"vxlan peers: {bool(p.dataplane.vxlan_peers)}")
+    # Headroom admission refusing nodes takes a second planning pass: fuzz that one too.
+    tight = {"ipv4_routes": 3, "ipv6_routes": 2, "nexthops": 2, "neighbors": 1,
+             "fdb_entries": 1, "remote_vteps": 1}
+    check_plan(config, plan(config, state, neighbors, capacity=tight, programmed=programmed))
+
+
+@FUZZ
+@given(obj=hostile_pods)
+def test_parse_pod_never_raises_and_keeps_only_valid_values(obj: Any) -> None:
+    pod, refusals = parse_pod(obj)
+    # The informer stores slimmed pods: slimming must not change what the parser makes of one.
+    assert parse_pod(slim_pod(obj)) == (pod, refusals)
+    for r in refusals:
+        assert "\n" not in r.name and "\n" not in r.reason
+    if pod is None:
+        return
+    assert pod.key.count("/") == 1 and "\n" not in pod.key
+    validate.node_name(pod.node)
+    assert len(pod.ips) <= 2
+    for ip in pod.ips:
+        addr = validate.host_address(ip)
+        assert str(addr) == ip
+
+
+@settings(FUZZ, max_examples=max(1, FUZZ.max_examples // 2))  # the slowest to generate
+@given(objs=st.lists(hostile_pods, max_size=8), node_ips=st.lists(addresses, max_size=3))
+def test_pod_index_takes_hostile_pods(objs: list[Any], node_ips: list[str]) -> None:
+    index = PodIndex(max_pods_per_node=3)
+    index.set_node_ips(node_ips)
+    index.replace_node("n1", objs)
+    for pod in index.on_node("n1"):
+        assert pod.node == "n1"
+        for ip in pod.ips:
+            found = index.by_ip(ip)
+            assert found is None or ip in found.ips
+    index.refusals()
+    index.drop_node("n1")
+    assert len(index) == 0
