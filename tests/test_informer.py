@@ -8,6 +8,7 @@ version and request pattern, polling for states with a deadline instead of sleep
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -478,3 +479,50 @@ async def test_garbage_after_an_open_watch_does_not_reset_the_backoff(
     assert 3 <= stopped_at <= 12, stopped_at
     outages = [r for r in caplog.records if "API server unavailable" in r.getMessage()]
     assert len(outages) == 1
+
+
+async def test_a_stalled_watch_is_reopened_from_rv_without_relisting(
+    server: KubeApiServer, api: KubeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Case 16: a watch that stays open and sends nothing, not even the bookmarks it asked for
+    (half-open TCP, a wedged proxy), was noticed only by the read timeout (up to
+    2 x watch_timeout + 30 s) while the status said connected. Here it is re-opened after
+    `silence_timeout` from the last rv, and the status shows the silence meanwhile."""
+    caplog.set_level(logging.WARNING, logger="agent.informers.informer")
+    server.create("nodes", make_node("before"))
+    async with running(api, silence_timeout=1.0) as (informer, _):
+        await wait_for(lambda: informer.synced and informer.connected)
+        await wait_for(lambda: informer.snapshot()["seconds_since_contact"] < 0.5)  # bookmarks
+        await wait_for(lambda: len(server.store.watchers) == 1)
+        watches = server.stats["watch nodes"]
+        assert server.stall_watches() == 1
+        # Not fresh while silent: the last contact ages, the open connection notwithstanding.
+        await wait_for(lambda: informer.snapshot()["seconds_since_contact"] > 0.7, timeout=3)
+        await wait_for(lambda: server.stats["watch nodes"] > watches, timeout=5)
+        server.create("nodes", make_node("after-stall"))
+        await wait_for(lambda: keys(informer) == {"before", "after-stall"}, timeout=5)
+        assert informer.connected and informer.last_error is None
+        assert informer.snapshot()["seconds_since_contact"] < 1.0
+    assert server.stats["list nodes"] == 1
+    assert server.stats["stalled watches"] == 1
+    assert any("no event or bookmark for 1 s" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_watch_event_over_the_size_bound_is_not_decoded(
+    server: KubeApiServer, api: KubeApi
+) -> None:
+    """A 10 MiB watch line (no Node can be that large: etcd stores at most 1.5 MiB) is refused
+    before json decoding; the informer relists to get past it and goes on."""
+    server.create("nodes", make_node("a"))
+    async with running(api) as (informer, _):
+        await wait_for(lambda: informer.synced and informer.connected)
+        await wait_for(lambda: len(server.store.watchers) == 1)
+        big = {"type": "ADDED", "object": {"metadata": {
+            "name": "huge", "resourceVersion": "999",
+            "annotations": {"x": "y" * (10 * 1024 * 1024)}}}}
+        assert server.inject_raw("nodes", json.dumps(big)) == 1
+        await wait_for(lambda: server.stats["list nodes"] == 2, timeout=5)
+        server.create("nodes", make_node("b"))
+        await wait_for(lambda: keys(informer) == {"a", "b"}, timeout=5)
+        assert informer.connected
+    assert "huge" not in keys(informer)

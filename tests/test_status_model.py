@@ -10,6 +10,7 @@ import pytest
 
 from agent.cluster.nodes import Refusal
 from agent.events import Event
+from agent.informers.limits import CONTACT_STALE_SECONDS, WATCH_SILENCE_SECONDS
 from agent.status.model import (
     AttachmentInfo,
     EventLog,
@@ -150,6 +151,23 @@ def test_health() -> None:
     assert health == "degraded" and "serving last known state" in reasons[0]
     provider = FakeProvider()
     assert provider.status().health == "ok"
+
+
+def test_health_degrades_when_a_connected_api_has_said_nothing_for_too_long() -> None:
+    """Case 5: a wedged watch (half-open TCP, a stuck proxy) looks connected; the age of the
+    last list, event or bookmark tells. Bound: 2 x the watch watchdog's silence bound."""
+    assert CONTACT_STALE_SECONDS == 2 * WATCH_SILENCE_SECONDS
+    fresh = KubernetesConnection(connected=True, synced=True, seconds_since_contact=1.0)
+    assert assess_health(fresh, []) == ("ok", ())
+    stale = KubernetesConnection(connected=True, synced=True,
+                                 seconds_since_contact=CONTACT_STALE_SECONDS + 1)
+    health, reasons = assess_health(stale, [])
+    assert health == "degraded"
+    assert len(reasons) == 1 and "nothing from the Kubernetes API for 241 s" in reasons[0]
+    # The bound is a parameter; a disconnected API says "unreachable", once.
+    assert assess_health(fresh, [], contact_stale_after=0.5)[0] == "degraded"
+    lost = KubernetesConnection(connected=False, synced=True, seconds_since_contact=1000.0)
+    assert len(assess_health(lost, [])[1]) == 1
 
 
 def test_the_fake_provider_implements_the_protocol() -> None:

@@ -6,7 +6,12 @@ survives every error and only a successful (re)list replaces it.
 
 The cycle: list (store := items, rv := list rv) -> watch from rv -> apply events -> when the
 watch ends normally re-watch from the last rv (no relist) -> on 410 Gone relist -> on any
-other error back off exponentially and resume the watch from the last rv.
+other error back off exponentially and resume the watch from the last rv. A watch that brings
+nothing, not even a bookmark, for `silence_timeout` is presumed dead and re-opened from the last
+rv; an event too large to decode is skipped by relisting (agent.informers.kubeapi).
+
+`last_contact` is the last time something was decoded (a list, an event, a bookmark): an
+answered request alone is no proof that the data still flows.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
 
-from agent.informers.kubeapi import ApiError, ApiGone, KubeApi
+from agent.informers.kubeapi import ApiError, ApiGone, EventTooLarge, KubeApi
+from agent.informers.limits import WATCH_SILENCE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,11 @@ class Backoff:
         return delay * (0.5 + 0.5 * self._rng.random())
 
 
+# A key is kept for every stored object: longer than a DNS subdomain (253) plus a namespace
+# (63) it cannot name a Node or a Pod, and would cost its size in the store's keys.
+MAX_KEY = 320
+
+
 def object_key(obj: dict) -> str | None:
     """'namespace/name' (or 'name' when cluster-scoped); None for objects we cannot key."""
     metadata = obj.get("metadata")
@@ -52,7 +63,8 @@ def object_key(obj: dict) -> str | None:
     if not isinstance(name, str) or not name:
         return None
     namespace = metadata.get("namespace")
-    return f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
+    key = f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
+    return key if len(key) <= MAX_KEY else None
 
 
 def _resource_version(obj: dict) -> str | None:
@@ -79,6 +91,7 @@ class Informer:
         list_limit: int = 500,
         rng: random.Random | None = None,
         transform: Callable[[dict], dict] | None = None,
+        silence_timeout: float = WATCH_SILENCE_SECONDS,
     ) -> None:
         self.api = api
         self.path = path
@@ -91,6 +104,8 @@ class Informer:
         # Applied to every object before it is stored (client-go's SetTransform): a Pod store
         # keeps a few fields instead of 5-15 KB of JSON per pod.
         self.transform = transform
+        # A watch that delivers nothing (no event, no bookmark) this long is re-opened.
+        self.silence_timeout = silence_timeout
         self._rng = rng or random.Random()
         self._backoff = Backoff(backoff_initial, backoff_max, self._rng)
         # The same dict object for the informer's whole life: holders of a reference see
@@ -117,6 +132,14 @@ class Informer:
                     await self._list()
                     need_list = False
                 await self._watch()
+            except EventTooLarge as err:
+                # The event cannot be decoded, so which object it changed is unknown, and
+                # resuming from our rv would meet it again: relist (it is older than the list's
+                # rv), after a backoff, as the object may keep changing.
+                log.warning("%s: %s; relisting", self.path, err)
+                need_list = True
+                self.last_error = str(err)
+                await asyncio.sleep(self._backoff.next_delay())
             except ApiGone as err:
                 if need_list:
                     # Even the list is "gone": a broken server or proxy. Back off instead of
@@ -191,7 +214,15 @@ class Informer:
         started = time.monotonic()
         received = 0
         async with aclosing(events):
-            async for event_type, obj in events:
+            while True:
+                try:
+                    async with asyncio.timeout(self.silence_timeout):
+                        event_type, obj = await anext(events)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    self._silent()
+                    return
                 self.last_contact = time.monotonic()
                 received += 1
                 if received == 1:
@@ -236,6 +267,16 @@ class Informer:
             self.store[key] = obj
         self._notify()
 
+    def _silent(self) -> None:
+        """No event and no bookmark for silence_timeout: the stream is presumed dead (half-open
+        TCP, a wedged proxy). Leaving _watch() closes it; run() re-watches from our rv at once,
+        no relist. Not connected until the new watch is answered; last_contact stays old, so
+        the status shows the silence."""
+        self.connected = False
+        self.last_error = f"watch silent for {self.silence_timeout:.0f} s, re-opened"
+        log.warning("%s: no event or bookmark for %.0f s; re-opening the watch from rv %s",
+                    self.path, self.silence_timeout, self.resource_version)
+
     def _notify(self) -> None:
         try:
             self.on_change()
@@ -243,8 +284,8 @@ class Informer:
             log.exception("%s: on_change callback failed", self.path)
 
     def _mark_open(self) -> None:
-        """The server answered a watch with 200: in contact, but not yet proven sane."""
-        self.last_contact = time.monotonic()
+        """The server answered a watch with 200: connected, but not yet proven sane (and no
+        contact: a proxy that answers and then stalls must not look fresh)."""
         self.connected = True
         self.last_error = None
 
@@ -255,6 +296,7 @@ class Informer:
         if self._outage_logged or not self._healthy_once:
             log.info("%s: connected to the API server", self.path)
         self._mark_open()
+        self.last_contact = time.monotonic()
         self._backoff.reset()
         self._outage_logged = False
         self._healthy_once = True

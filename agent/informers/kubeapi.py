@@ -25,9 +25,10 @@ from lightkube.core.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
-# A watch line bigger than this is not a Node or Pod we can use; refusing it bounds memory
-# if a server (or something in between) sends garbage without newlines.
-MAX_EVENT_BYTES = 16 * 1024 * 1024
+# A watch line bigger than this is not a Node or Pod we can use: etcd stores objects of at most
+# 1.5 MiB (--max-request-bytes), and the API server caps annotations at 256 KiB in all. Such a
+# line is refused before it is decoded (decoded, 10 MiB of JSON costs several times that).
+MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 
 class ApiError(Exception):
@@ -54,6 +55,10 @@ class ApiGone(ApiError):
 
 class MalformedResponse(ApiError):
     """The server sent something that is not the JSON we expect (status 0)."""
+
+
+class EventTooLarge(MalformedResponse):
+    """A watch line over MAX_EVENT_BYTES, not decoded: the caller relists to get past it."""
 
 
 def load_kube_config(kubeconfig_path: str | None) -> SingleConfig:
@@ -255,13 +260,21 @@ async def _lines(response: httpx2.Response) -> AsyncIterator[bytes]:
     buffer = b""
     async for chunk in response.aiter_bytes():
         *lines, buffer = (buffer + chunk).split(b"\n")
+        # Every complete line too, not only the unfinished rest: a 10 MiB line may arrive with
+        # its newline in one read.
         for line in lines:
+            _check_size(line)
             if line.strip():
                 yield line
-        if len(buffer) > MAX_EVENT_BYTES:
-            raise MalformedResponse(0, "MalformedResponse", "watch event larger than 16 MiB")
+        _check_size(buffer)
     if buffer.strip():
         yield buffer
+
+
+def _check_size(line: bytes) -> None:
+    if len(line) > MAX_EVENT_BYTES:
+        raise EventTooLarge(0, "EventTooLarge",
+                            f"watch event over {MAX_EVENT_BYTES} bytes, not decoded")
 
 
 def _parse_event(line: bytes) -> tuple[str, dict]:

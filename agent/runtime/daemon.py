@@ -21,9 +21,9 @@ from typing import Any
 from agent.apply.backends import Backend, open_backend
 from agent.apply.frr.observer import BgpObserver
 from agent.config import AgentConfig, config_warnings
-from agent.informers.informer import Informer
 from agent.informers.kubeapi import KubeApi
 from agent.informers.lldp import LldpPoller
+from agent.informers.node_fields import node_informer
 from agent.informers.pods import PodWatcher
 from agent.runtime.reconcile import Dirty, Reconciler, RuntimeFeedback
 from agent.runtime.systemd import Systemd
@@ -46,9 +46,8 @@ class Agent:
                                max_age_seconds=config.status.event_history_seconds)
         self.dirty = Dirty()
         watch_timeout = float(config.kubernetes.watch_timeout_seconds)
-        self.nodes = Informer(api, "/api/v1/nodes",
-                              label_selector=config.kubernetes.node_selector or None,
-                              on_change=self.dirty.mark, watch_timeout=watch_timeout)
+        self.nodes = node_informer(api, label_selector=config.kubernetes.node_selector or None,
+                                   on_change=self.dirty.mark, watch_timeout=watch_timeout)
         self.state = ObservedState(started_at=time.time(), hostname=config.switch.hostname,
                                    nodes=self.nodes, pods_watched=config.kubernetes.watch_pods)
         self.view = AgentView(self.state)

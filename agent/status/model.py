@@ -27,6 +27,7 @@ from agent.cluster.nodes import Refusal
 from agent.cluster.pod_index import PodInfo
 from agent.events import Event
 from agent.headroom.report import HeadroomInfo
+from agent.informers.limits import CONTACT_STALE_SECONDS
 from agent.vocabulary import (
     ATTACHMENT_SOURCES,
     BGP_STATES,
@@ -93,10 +94,14 @@ class AgentStatus:
 
 def assess_health(
     kubernetes: KubernetesConnection, applies: Sequence[ApplyResult],
-    offload_failed: str | None = None,
+    offload_failed: str | None = None, *, contact_stale_after: float = CONTACT_STALE_SECONDS,
 ) -> tuple[str, tuple[str, ...]]:
     """The agent's health and why, from what it knows. Refusals do not degrade health: they are
-    the agent doing its job on bad input, and they are listed on their own."""
+    the agent doing its job on bad input, and they are listed on their own.
+
+    A connection that is up but has brought nothing (no list, event or bookmark) for
+    `contact_stale_after` degrades health too: a wedged watch looks connected, and the Nodes the
+    agent serves may be that old."""
     if not kubernetes.synced:
         waiting = "waiting for the first complete Node list"
         if kubernetes.last_error:
@@ -105,6 +110,11 @@ def assess_health(
     reasons: list[str] = []
     if not kubernetes.connected:
         reasons.append("Kubernetes API unreachable, serving last known state")
+    elif (kubernetes.seconds_since_contact is not None
+          and kubernetes.seconds_since_contact > contact_stale_after):
+        reasons.append(f"nothing from the Kubernetes API for "
+                       f"{kubernetes.seconds_since_contact:.0f} s (no list, event or bookmark; "
+                       f"bound {contact_stale_after:.0f} s): the Node list may be stale")
     for result in applies:
         if not result.ok:
             reasons.append(f"last {result.applier} apply failed: {result.error or result.action}")

@@ -3,7 +3,8 @@
 No kube-apiserver binary can run on the project's machines, so the agent is tested against
 this server over real HTTP. It speaks the real REST shapes and, above all, the real list/watch
 semantics (see store.py); `/_test/...` endpoints let tests inject failures a real cluster
-produces only occasionally (compaction, dropped watches, 5xx, hangs, hostile objects).
+produces only occasionally (compaction, dropped watches, stalled (half-open) watches, 5xx,
+hangs, hostile objects).
 """
 
 from __future__ import annotations
@@ -238,6 +239,11 @@ class KubeApiServer:
     def drop_watches(self) -> int:
         """Close every watch stream without a final chunk, as an apiserver restart does."""
         return self.store.close_watches(abort=True)
+
+    def stall_watches(self) -> int:
+        """The open watch streams stay open and send nothing more, not even bookmarks (a
+        half-open connection); new requests are answered as usual. Returns how many."""
+        return self.store.stall_watches()
 
     def fail_next(self, count: int, status: int = 500) -> None:
         self._fail_count = count
@@ -506,6 +512,9 @@ class KubeApiServer:
                         continue
                 else:
                     item = watcher.queue.get_nowait()
+                if item.kind == "stall":
+                    self.stats["stalled watches"] += 1
+                    await asyncio.Event().wait()  # until the client goes away or we stop
                 if item.kind == "close":
                     if item.abort and request.transport is not None:
                         request.transport.abort()
@@ -588,6 +597,8 @@ class KubeApiServer:
             result = {"horizon": str(self.compact())}
         elif op == "drop-watches":
             result = {"dropped": self.drop_watches()}
+        elif op == "stall-watches":
+            result = {"stalled": self.stall_watches()}
         elif op == "fail-next":
             self.fail_next(int(body.get("count", 1)), int(body.get("status", 500)))
             result = {"count": self._fail_count, "status": self._fail_status}

@@ -159,7 +159,7 @@ class Event:
 class WatchItem:
     """What a watch stream handler writes next."""
 
-    kind: str  # "event" | "raw" | "close"
+    kind: str  # "event" | "raw" | "close" | "stall"
     event_type: str = ""
     obj: Any = None
     raw: bytes = b""
@@ -519,6 +519,15 @@ class ApiStore:
         for watcher in watchers:
             watcher.close(abort=abort)
         self.watchers.clear()
+        return len(watchers)
+
+    def stall_watches(self) -> int:
+        """The open watches go silent for good (no event, no bookmark, connection kept open), as
+        behind a half-open TCP connection or a wedged proxy; watches opened later are fine."""
+        watchers = list(self.watchers)
+        for watcher in watchers:
+            watcher.queue.put_nowait(WatchItem("stall"))
+        self.watchers.clear()  # they get no further events
         return len(watchers)
 
     def inject_raw(self, res: Resource, data: bytes) -> int:
