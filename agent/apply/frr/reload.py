@@ -9,6 +9,7 @@ Steps, each a mistake seen in other projects that drive FRR by reloading it (Met
 6. only then the candidate replaces the config file (atomic rename), so a restarted FRR loads
    the last config that was known good, never a half-applied one.
 A failure after step 4 reloads the last good file and reports the error with FRR's words.
+Each helper has its own timeout (agent.apply.frr.timeouts).
 The same delta check, run periodically, finds drift (a restarted bgpd, a hand edit) and repairs it.
 
 frr-reload.py ends every --reload with `vtysh write` (FRR's running config saved over its startup
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from agent.apply.contract import ApplyResult, NothingOfItsOwn, TableCounts
 from agent.apply.frr.render import UnsafeValue, render_frr
+from agent.apply.frr.timeouts import Timeouts
 from agent.config import FrrConfig
 from agent.plan.model import FrrDesired
 from agent.process import CommandResult, run_command
@@ -102,6 +104,14 @@ class FrrApplyError(Exception):
     pass
 
 
+class FrrRejected(FrrApplyError):
+    """FRR's syntax check refused the candidate; `output` is what it said."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__(f"FRR rejects the rendered configuration: {output}")
+        self.output = output
+
+
 def _result(ok: bool, action: str, started: float, t0: float, delta: Delta | None = None,
             error: str | None = None, recheck_after: float | None = None) -> ApplyResult:
     """An ApplyResult of the FRR applier: its counts are the lines changed."""
@@ -120,23 +130,30 @@ class FrrApplier(NothingOfItsOwn):
 
     name = "frr"
 
-    def __init__(self, cfg: FrrConfig, drift_settle_seconds: float = DRIFT_SETTLE_SECONDS) -> None:
+    def __init__(self, cfg: FrrConfig, drift_settle_seconds: float = DRIFT_SETTLE_SECONDS,
+                 timeouts: Timeouts | None = None) -> None:
         self.cfg = cfg
         self.config_file = Path(cfg.config_file)
         self.drift_settle_seconds = drift_settle_seconds
+        self.timeouts = timeouts or Timeouts(ceiling=cfg.command_timeout_seconds)
         self.last_applied: str | None = None
         self._suspected: Delta | None = None  # drift seen by resync(), waiting to settle
 
     def _pathspace(self) -> list[str]:
         return ["-N", self.cfg.pathspace] if self.cfg.pathspace else []
 
-    async def _run(self, argv: list[str]) -> CommandResult:
-        return await run_command(argv, self.cfg.command_timeout_seconds)
+    async def _run(self, argv: list[str], limit: float, what: str) -> CommandResult:
+        try:
+            return await run_command(argv, limit)
+        except TimeoutError:
+            # run_command killed its process group: nothing of it is left running.
+            raise FrrApplyError(f"{what}: no answer within {limit:g} s; killed") from None
 
     async def check_syntax(self, path: Path) -> None:
-        res = await self._run([self.cfg.vtysh, *self._pathspace(), "-C", "-f", str(path)])
+        res = await self._run([self.cfg.vtysh, *self._pathspace(), "-C", "-f", str(path)],
+                              self.timeouts.for_check(), "vtysh -C")
         if res.returncode != 0:
-            raise FrrApplyError(f"FRR rejects the rendered configuration: {res.output}")
+            raise FrrRejected(res.output)
 
     def _reload_argv(self, mode: str, staged: Path) -> list[str]:
         # --confdir is the staging folder, so the file is "<confdir>/frr.conf" and frr-reload.py
@@ -144,15 +161,17 @@ class FrrApplier(NothingOfItsOwn):
         return [self.cfg.reload_script, mode, *(["--stdout"] if mode == "--reload" else []),
                 "--confdir", str(staged.parent), *self._pathspace(), str(staged)]
 
-    async def delta(self, staged: Path) -> Delta:
-        res = await self._run(self._reload_argv("--test", staged))
+    async def delta(self, staged: Path, lines: int) -> Delta:
+        res = await self._run(self._reload_argv("--test", staged),
+                              self.timeouts.for_test(lines), "frr-reload.py --test")
         if res.returncode != 0:
             raise FrrApplyError(f"frr-reload.py --test failed: {_tail(res.output)}")
         # The delta is printed on stdout; stderr carries frr-reload.py's and vtysh's log lines.
         return parse_delta(res.stdout)
 
-    async def _reload(self, staged: Path) -> None:
-        res = await self._run(self._reload_argv("--reload", staged))
+    async def _reload(self, staged: Path, lines: int) -> None:
+        res = await self._run(self._reload_argv("--reload", staged),
+                              self.timeouts.for_reload(lines), "frr-reload.py --reload")
         if res.returncode != 0:
             raise FrrApplyError(f"frr-reload.py --reload failed: {_tail(res.output)}")
 
@@ -181,16 +200,19 @@ class FrrApplier(NothingOfItsOwn):
                            error=f"cannot stage or save {self.config_file}: {exc}")
 
     async def _apply_text(self, text: str, started: float, t0: float) -> ApplyResult:
+        lines = _lines(text)
         with self._staged(text) as candidate:
             try:
                 await self.check_syntax(candidate)
-            except FrrApplyError as exc:
+            except FrrRejected as exc:
                 return _result(False, "rejected", started, t0, error=str(exc))
+            except FrrApplyError as exc:  # vtysh hung: not a refusal
+                return _result(False, "failed", started, t0, error=str(exc))
             try:
-                before = await self.delta(candidate)
+                before = await self.delta(candidate, lines)
                 if not before.empty:
-                    await self._reload(candidate)
-                    after = await self.delta(candidate)
+                    await self._reload(candidate, lines)
+                    after = await self.delta(candidate, lines)
                     if not after.empty:
                         raise FrrApplyError(f"FRR did not take: {after.summary()}")
             except (FrrApplyError, TimeoutError) as exc:
@@ -239,7 +261,7 @@ class FrrApplier(NothingOfItsOwn):
         self._restore_startup_file(self.last_applied)
         with self._staged(self.last_applied) as staged:
             try:
-                drift = await self.delta(staged)
+                drift = await self.delta(staged, _lines(self.last_applied))
             except (FrrApplyError, TimeoutError) as exc:
                 log.debug("drift check failed: %s", exc)
                 return Delta((), (f"(FRR could not be compared: {exc})",))
@@ -252,15 +274,15 @@ class FrrApplier(NothingOfItsOwn):
         started, t0 = time.time(), time.monotonic()
         with self._staged(self.last_applied) as staged:
             try:
-                drift = await self.delta(staged)
+                drift = await self.delta(staged, _lines(self.last_applied))
                 if drift.empty:
                     log.info("FRR back in sync without a repair (a restarted daemon reloaded "
                              "%s)", self.config_file)
                     return None
                 log.warning("FRR drifted from the applied config (%s); repairing",
                             drift.summary())
-                await self._reload(staged)
-                after = await self.delta(staged)
+                await self._reload(staged, _lines(self.last_applied))
+                after = await self.delta(staged, _lines(self.last_applied))
                 if not after.empty:
                     raise FrrApplyError(f"FRR did not take: {after.summary()}")
             except (FrrApplyError, TimeoutError) as exc:
@@ -272,7 +294,7 @@ class FrrApplier(NothingOfItsOwn):
             return
         try:
             with self._staged(self.last_applied) as staged:
-                await self._reload(staged)
+                await self._reload(staged, _lines(self.last_applied))
         except (FrrApplyError, TimeoutError) as exc:
             log.error("rollback to the last good FRR configuration failed: %s", exc)
 
@@ -330,6 +352,10 @@ def _atomic_replace(src: Path, dst: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _lines(text: str) -> int:
+    return text.count("\n")
 
 
 def _tail(text: str, limit: int = 600) -> str:
