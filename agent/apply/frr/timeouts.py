@@ -3,7 +3,9 @@
 One timeout for every command made a hung `frr-reload.py --reload` cost the configured limit
 twice (the reload, then the rollback's reload) before the runtime could even retry. Each command
 now gets a limit fitting what it does; `frr.command_timeout_seconds` (config) stays the ceiling
-of all of them.
+of all of them. Measured on the lab leaf (FRR 8.4, 129 lines, namespaces on a shared CI VM):
+`vtysh -C` 0.05 s, `show running-config` 0.06 s, `--test` 0.35 s, a whole apply (check, test,
+reload, test) 1.3-3.7 s; the limits leave 5x or more above the slowest seen.
 """
 
 from __future__ import annotations
