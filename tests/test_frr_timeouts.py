@@ -19,6 +19,7 @@ import pytest
 from agent.apply.frr.reload import FrrApplier
 from agent.apply.frr.timeouts import Timeouts
 from agent.config import FrrConfig
+from agent.plan.model import FrrDesired, ServerPeer
 
 LINE = "ip prefix-list X seq 5 permit 10.0.0.0/8"
 CONFIG = f"frr defaults traditional\nhostname leaf1\n!\n{LINE}\n!\n"
@@ -89,3 +90,28 @@ def test_each_command_gets_a_limit_fitting_its_work_under_the_configured_ceiling
     # The applier's default: the config's command_timeout_seconds is the ceiling.
     applier = FrrApplier(FrrConfig(command_timeout_seconds=30.0))
     assert applier.timeouts == Timeouts(ceiling=30.0)
+
+
+async def test_a_check_that_hangs_while_narrowing_leaves_the_refusal_standing(
+    tmp_path: Path,
+) -> None:
+    """FAKE vtysh: refuses the first candidate naming no line (so changed peers are checked one
+    by one), then hangs. The apply is FRR's refusal, reported; nothing escapes apply()."""
+    marker, pidfile = tmp_path / "refused-once", tmp_path / "vtysh.child.pid"
+    fake = tmp_path / "fake-vtysh"
+    fake.write_text(f"""#!/bin/sh
+# FAKE vtysh for tests/test_frr_timeouts.py: refuses once without a line number, then hangs.
+if [ ! -e {marker} ]; then touch {marker}; echo '% Configuration refused'; exit 1; fi
+sleep 600 & echo $! > {pidfile}; wait
+""")
+    fake.chmod(0o755)
+    cfg = FrrConfig(config_file=str(tmp_path / "frr.conf"), vtysh=str(fake))
+    applier = FrrApplier(cfg, timeouts=SHORT)
+    desired = FrrDesired(hostname="leaf1", asn=65101, router_id="10.0.0.1",
+                         server_peers=(ServerPeer("swp1", "srv1", ("10.244.1.0/24",)),),
+                         uplinks=(), advertise_v4=(), advertise_v6=(), aggregate_v4=(),
+                         aggregate_v6=(), max_prefixes=100, max_prefix_restart_minutes=5)
+    result = await applier.apply(desired)
+    assert not result.ok and result.action == "rejected", result
+    assert result.error is not None and "% Configuration refused" in result.error
+    await gone(int(pidfile.read_text()))

@@ -223,7 +223,13 @@ class FrrApplier(NothingOfItsOwn):
             return result
         if objection is None:
             return self._with_refused(result)  # not a refusal (a timeout, a full disk)
-        return await self._narrow(desired, text, result, objection, started, t0)
+        try:
+            return await self._narrow(desired, text, result, objection, started, t0)
+        except (FrrApplyError, OSError) as exc:
+            # An elimination check hung or could not be staged: FRR's refusal of the whole
+            # stands, with why it could not be narrowed.
+            log.warning("could not narrow FRR's refusal: %s", exc)
+            return self._with_refused(result)
 
     async def _narrow(self, desired: FrrDesired, text: str, refused_result: ApplyResult,
                       objection: Objection, started: float, t0: float) -> ApplyResult:
