@@ -45,6 +45,9 @@ ACTIONS = (
     "unchanged",  # the desired state is what was applied last: nothing was looked at
     "in-sync",  # looked, nothing to change
     "applied",
+    # FRR refused some nodes' lines: those nodes keep what was programmed (ApplyResult.refused),
+    # everyone else's changes applied
+    "applied-narrowed",
     "partial",  # some objects failed (their errors in details["errors"]); the rest applied
     "repaired",  # resync found drift and put it right
     "replayed",  # a restarted dependency (Redis) lost our entries; written again
@@ -86,6 +89,10 @@ class ApplyResult:
     # (prerequisites outside the agent's remit), "delta" (FRR: the lines changed).
     details: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     recheck_after: float | None = None  # resync only: call resync() again after this
+    # Nodes whose desired configuration the dependency refused (FRR), by node name, with its
+    # words: they keep what was programmed before. The status lists them with the plan's
+    # refusals; an apply that takes their values again clears them.
+    refused: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def changes(self) -> int:

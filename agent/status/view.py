@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from agent.cluster.nodes import Refusal
 from agent.headroom.report import HeadroomInfo
 from agent.status.locate import locate
 from agent.status.model import (
@@ -43,8 +44,16 @@ class AgentView:
             health=health, version=agent_version(), started_at=self.s.started_at,
             kubernetes=k, health_reasons=reasons, switch_hostname=self.s.hostname,
             last_applies=applies,
-            refusals=self.s.plan.refusals if self.s.plan else (),
+            refusals=self.refusals(),
             last_reconcile_latency_seconds=self.s.last_reconcile_latency)
+
+    def refusals(self) -> tuple[Refusal, ...]:
+        """The plan's refusals, and the nodes whose lines FRR itself refused on the latest
+        apply (the plan cannot know those: FRR decides after it); a fixed value clears them."""
+        planned = self.s.plan.refusals if self.s.plan else ()
+        frr = self.s.results.get("frr")
+        by_frr = sorted(frr.refused.items()) if frr is not None else []
+        return (*planned, *(Refusal("node", node, why) for node, why in by_frr))
 
     def attachments(self) -> Sequence[AttachmentInfo]:
         plan = self.s.plan

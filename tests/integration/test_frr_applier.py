@@ -5,6 +5,8 @@ The case behind this file: frr-reload.py --reload ends with `vtysh write` whenev
 loads is not `<confdir>/frr.conf` (always, under a pathspace). A repair that ran while bgpd was
 dead saved a frr.conf without `router bgp`; the restarted bgpd loaded it and stayed empty, and
 the agent then saw no drift at all (file and FRR agreed). CI caught it once in a few runs.
+
+And "one value freezes everyone": a node's value FRR refuses must cost only that node's change.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 
 from agent.apply.frr.reload import FrrApplier
 from agent.config import FrrConfig
+from agent.plan.model import FrrDesired, ServerPeer
 from agent.runtime.reconcile import settled_resync
 from lab.agent_lab import CLAB_FILE, LEAF
 from lab.frr import pid_alive, read_pid
@@ -142,3 +145,64 @@ async def test_hand_edit_saved_with_write_memory_is_undone(
     assert lab.frr_conf_path(LEAF).read_text() == APPLIED
     config = running(lab)
     assert "KFA-TEST-V4" in config and "HAND-MADE" not in config
+
+
+def peers_desired(*accept: tuple[str, ...]) -> FrrDesired:
+    """The lab leaf's three servers (srv1..3 on swp1..3), each accepting `accept[i]`."""
+    return FrrDesired(
+        hostname="leaf1", asn=65101, router_id="10.0.0.1",
+        server_peers=tuple(ServerPeer(f"swp{i}", f"srv{i}", a) for i, a in enumerate(accept, 1)),
+        uplinks=("swp51",), advertise_v4=("10.244.0.0/16",), advertise_v6=(), aggregate_v4=(),
+        aggregate_v6=(), max_prefixes=100, max_prefix_restart_minutes=5)
+
+
+async def test_a_value_frr_refuses_costs_only_its_node(lab: Lab, applier: FrrApplier) -> None:
+    first = await applier.apply(peers_desired(
+        ("10.244.1.0/24",), ("10.244.2.0/24",), ("10.244.3.0/24",)))
+    assert first.ok, first
+    # srv1 and srv3 gain a prefix; srv2's new value passes the token filter, FRR refuses it.
+    result = await applier.apply(peers_desired(
+        ("10.244.1.0/24", "10.244.11.0/24"), ("10.244.2.0/40",),
+        ("10.244.3.0/24", "10.244.33.0/24")))
+    assert result.ok and result.action == "applied-narrowed", result
+    assert first.refused == {} and set(result.refused) == {"srv2"}
+    assert "Unknown command" in result.refused["srv2"]  # FRR's words
+    assert "10.244.2.0/40" in result.refused["srv2"]
+    config = running(lab)
+    assert "ip prefix-list KFA-NODE-swp1-V4 seq 20 permit 10.244.11.0/24" in config
+    assert "ip prefix-list KFA-NODE-swp3-V4 seq 20 permit 10.244.33.0/24" in config
+    # What was programmed for srv2 stays, in FRR and in the file a restarted FRR loads.
+    assert "ip prefix-list KFA-NODE-swp2-V4 seq 10 permit 10.244.2.0/24" in config
+    assert "10.244.2.0/40" not in config
+    saved = lab.frr_conf_path(LEAF).read_text()
+    assert "permit 10.244.2.0/24" in saved and "permit 10.244.33.0/24" in saved
+    # The same desired state again: nothing to do, still refused.
+    again = await applier.apply(peers_desired(
+        ("10.244.1.0/24", "10.244.11.0/24"), ("10.244.2.0/40",),
+        ("10.244.3.0/24", "10.244.33.0/24")))
+    assert again.action == "unchanged" and set(again.refused) == {"srv2"}, again
+    # srv2's value fixed: a clean apply, and the refusal is gone by itself.
+    fixed = await applier.apply(peers_desired(
+        ("10.244.1.0/24", "10.244.11.0/24"), ("10.244.22.0/24",),
+        ("10.244.3.0/24", "10.244.33.0/24")))
+    assert fixed.ok and fixed.action == "applied" and fixed.refused == {}, fixed
+    config = running(lab)
+    assert "ip prefix-list KFA-NODE-swp2-V4 seq 10 permit 10.244.22.0/24" in config
+    assert "permit 10.244.2.0/24" not in config
+    assert stage_leftovers(lab) == []
+
+
+async def test_a_refused_global_line_fails_the_apply_as_before(
+    lab: Lab, applier: FrrApplier
+) -> None:
+    good = peers_desired(("10.244.1.0/24",), ("10.244.2.0/24",), ("10.244.3.0/24",))
+    assert (await applier.apply(good)).ok
+    result = await applier.apply(FrrDesired(**{**good.__dict__, "router_id": "10.0.0.1/40",
+                                               "server_peers": peers_desired(
+                                                   ("10.244.1.0/24", "10.244.11.0/24"),
+                                                   ("10.244.2.0/24",),
+                                                   ("10.244.3.0/24",)).server_peers}))
+    # Not a node's line: nothing is narrowed, no change reaches FRR (as before narrowing).
+    assert not result.ok and result.action == "rejected", result
+    assert "10.244.11.0/24" not in running(lab)
+    assert result.refused == {}

@@ -9,6 +9,9 @@ Steps, each a mistake seen in other projects that drive FRR by reloading it (Met
 6. only then the candidate replaces the config file (atomic rename), so a restarted FRR loads
    the last config that was known good, never a half-applied one.
 A failure after step 4 reloads the last good file and reports the error with FRR's words.
+A candidate FRR refuses (step 2, or lines step 5 finds not taken) is narrowed to the nodes whose
+lines it refuses: those keep what was programmed and are reported refused, the others' changes
+apply (agent.apply.frr.narrow). Each helper has its own timeout (agent.apply.frr.timeouts).
 The same delta check, run periodically, finds drift (a restarted bgpd, a hand edit) and repairs it.
 
 frr-reload.py ends every --reload with `vtysh write` (FRR's running config saved over its startup
@@ -29,11 +32,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.apply.contract import ApplyResult, NothingOfItsOwn, TableCounts
+from agent.apply.frr import narrow
+from agent.apply.frr.narrow import Complaint
 from agent.apply.frr.render import UnsafeValue, render_frr
+from agent.apply.frr.timeouts import Timeouts
 from agent.config import FrrConfig
 from agent.plan.model import FrrDesired
 from agent.process import CommandResult, run_command
@@ -48,6 +54,12 @@ FRR_SYSCONFDIR = Path("/etc/frr")
 # Drift must outlive this before it is repaired: a daemon that watchfrr restarts reloads the
 # startup file itself within a second or two, and a repair racing that reload only adds churn.
 DRIFT_SETTLE_SECONDS = 2.0
+# Narrowing re-checks a candidate with the refused peers put back; FRR's parser reports every bad
+# line in one pass, so a second round is only for what the first one could not see.
+NARROW_ROUNDS = 2
+# When FRR names no line, changed peers are checked one at a time (one `vtysh -C` each, ~50 ms):
+# beyond this many changed at once, the apply fails as before rather than take seconds.
+ELIMINATION_MAX = 16
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,24 @@ class FrrApplyError(Exception):
     pass
 
 
+class FrrRejected(FrrApplyError):
+    """FRR's syntax check refused the candidate; `output` is what it said."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__(f"FRR rejects the rendered configuration: {output}")
+        self.output = output
+
+
+@dataclass(frozen=True)
+class Objection:
+    """Why FRR refused a candidate, line by line: from the syntax check (`checked`: the
+    candidate can be checked again cheaply, so elimination may be tried) or from a reload that
+    left lines not taken."""
+
+    complaints: list[Complaint]
+    checked: bool
+
+
 def _result(ok: bool, action: str, started: float, t0: float, delta: Delta | None = None,
             error: str | None = None, recheck_after: float | None = None) -> ApplyResult:
     """An ApplyResult of the FRR applier: its counts are the lines changed."""
@@ -120,23 +150,39 @@ class FrrApplier(NothingOfItsOwn):
 
     name = "frr"
 
-    def __init__(self, cfg: FrrConfig, drift_settle_seconds: float = DRIFT_SETTLE_SECONDS) -> None:
+    def __init__(self, cfg: FrrConfig, drift_settle_seconds: float = DRIFT_SETTLE_SECONDS,
+                 timeouts: Timeouts | None = None) -> None:
         self.cfg = cfg
         self.config_file = Path(cfg.config_file)
         self.drift_settle_seconds = drift_settle_seconds
+        self.timeouts = timeouts or Timeouts(ceiling=cfg.command_timeout_seconds)
         self.last_applied: str | None = None
         self._suspected: Delta | None = None  # drift seen by resync(), waiting to settle
+        # The FrrDesired FRR was last confirmed to run (narrowed, if it was): a refused peer is
+        # put back as it is here. None until apply() confirms one.
+        self.confirmed: FrrDesired | None = None
+        # Nodes whose desired lines FRR refused, with its words, while last_applied is a
+        # narrowed candidate; every result of apply() carries them (the status lists them).
+        self.refused: dict[str, str] = {}
+        # (rendered desired, the narrowed text applied for it): the same desired again is
+        # "unchanged", not another round of checks.
+        self._narrowed: tuple[str, str] | None = None
 
     def _pathspace(self) -> list[str]:
         return ["-N", self.cfg.pathspace] if self.cfg.pathspace else []
 
-    async def _run(self, argv: list[str]) -> CommandResult:
-        return await run_command(argv, self.cfg.command_timeout_seconds)
+    async def _run(self, argv: list[str], limit: float, what: str) -> CommandResult:
+        try:
+            return await run_command(argv, limit)
+        except TimeoutError:
+            # run_command killed its process group: nothing of it is left running.
+            raise FrrApplyError(f"{what}: no answer within {limit:g} s; killed") from None
 
     async def check_syntax(self, path: Path) -> None:
-        res = await self._run([self.cfg.vtysh, *self._pathspace(), "-C", "-f", str(path)])
+        res = await self._run([self.cfg.vtysh, *self._pathspace(), "-C", "-f", str(path)],
+                              self.timeouts.for_check(), "vtysh -C")
         if res.returncode != 0:
-            raise FrrApplyError(f"FRR rejects the rendered configuration: {res.output}")
+            raise FrrRejected(res.output)
 
     def _reload_argv(self, mode: str, staged: Path) -> list[str]:
         # --confdir is the staging folder, so the file is "<confdir>/frr.conf" and frr-reload.py
@@ -144,33 +190,129 @@ class FrrApplier(NothingOfItsOwn):
         return [self.cfg.reload_script, mode, *(["--stdout"] if mode == "--reload" else []),
                 "--confdir", str(staged.parent), *self._pathspace(), str(staged)]
 
-    async def delta(self, staged: Path) -> Delta:
-        res = await self._run(self._reload_argv("--test", staged))
+    async def delta(self, staged: Path, lines: int) -> Delta:
+        res = await self._run(self._reload_argv("--test", staged),
+                              self.timeouts.for_test(lines), "frr-reload.py --test")
         if res.returncode != 0:
             raise FrrApplyError(f"frr-reload.py --test failed: {_tail(res.output)}")
         # The delta is printed on stdout; stderr carries frr-reload.py's and vtysh's log lines.
         return parse_delta(res.stdout)
 
-    async def _reload(self, staged: Path) -> None:
-        res = await self._run(self._reload_argv("--reload", staged))
+    async def _reload(self, staged: Path, lines: int) -> None:
+        res = await self._run(self._reload_argv("--reload", staged),
+                              self.timeouts.for_reload(lines), "frr-reload.py --reload")
         if res.returncode != 0:
             raise FrrApplyError(f"frr-reload.py --reload failed: {_tail(res.output)}")
 
     async def apply(self, desired: FrrDesired) -> ApplyResult:
         """Render `desired` and apply it. A value the templates refuse (UnsafeValue: a validator
         let something through) is a rejected apply: nothing reaches FRR, it keeps running the
-        last good config."""
+        last good config. A candidate FRR refuses is narrowed (module docstring): every
+        result says which nodes' lines FRR runs without (ApplyResult.refused)."""
         started, t0 = time.time(), time.monotonic()
         try:
             text = render_frr(desired)
         except UnsafeValue as exc:
-            return _result(False, "rejected", started, t0, error=f"not rendered: {exc}")
-        return await self.apply_text(text)
+            return self._with_refused(
+                _result(False, "rejected", started, t0, error=f"not rendered: {exc}"))
+        if self._narrowed == (text, self.last_applied):
+            return self._with_refused(_result(True, "unchanged", started, t0))
+        result, objection = await self._attempt(text)
+        if result.ok:
+            self._confirm(desired, {}, None)
+            return result
+        if objection is None:
+            return self._with_refused(result)  # not a refusal (a timeout, a full disk)
+        try:
+            return await self._narrow(desired, text, result, objection, started, t0)
+        except (FrrApplyError, OSError) as exc:
+            # An elimination check hung or could not be staged: FRR's refusal of the whole
+            # stands, with why it could not be narrowed.
+            log.warning("could not narrow FRR's refusal: %s", exc)
+            return self._with_refused(result)
+
+    async def _narrow(self, desired: FrrDesired, text: str, refused_result: ApplyResult,
+                      objection: Objection, started: float, t0: float) -> ApplyResult:
+        """Apply `desired` without the peers whose lines FRR refused (they stay as confirmed
+        last); `refused_result` (FRR's refusal of the whole) if that cannot be done."""
+        refused: dict[str, str] = {}
+        candidate = desired
+        for _ in range(NARROW_ROUNDS):
+            blamed = await self._blame(candidate, objection)
+            if not blamed:
+                break
+            narrowed = narrow.revert(candidate, blamed, self.confirmed)
+            if narrowed == candidate:
+                break  # those peers are already as confirmed: the refusal is not their change
+            refused.update(narrow.refused_by_node(candidate, blamed))
+            candidate = narrowed
+            result, next_objection = await self._attempt(render_frr(candidate))
+            if result.ok:
+                self._confirm(candidate, refused, text)
+                log.warning("FRR refused the lines of %s; applied everyone else's changes",
+                            ", ".join(sorted(refused)))
+                return replace(result, action="applied-narrowed", refused=dict(refused),
+                               started=started, duration=time.monotonic() - t0,
+                               error="; ".join(
+                                   f"{node}: {why}" for node, why in sorted(refused.items())))
+            if next_objection is None:
+                return self._with_refused(result)
+            objection = next_objection
+        return self._with_refused(refused_result)
+
+    async def _blame(self, desired: FrrDesired, objection: Objection) -> dict[str, str] | None:
+        """FRR's words per server port whose lines it refused; None if a line is not a server
+        peer's (nothing to narrow) or none could be found."""
+        ports = {p.port for p in desired.server_peers}
+        if objection.complaints:
+            return narrow.blame(objection.complaints, ports)
+        if objection.checked:
+            return await self._eliminate(desired)
+        return None
+
+    async def _eliminate(self, desired: FrrDesired) -> dict[str, str] | None:
+        """FRR refused the candidate without naming a line: with every changed peer put back
+        the candidate must pass (else the fault is elsewhere: None); then each changed peer
+        alone on top of that finds who is refused. Bounded by ELIMINATION_MAX checks."""
+        changed = narrow.changed_ports(desired, self.confirmed)
+        if not changed or len(changed) > ELIMINATION_MAX:
+            return None
+        if await self._refusal(narrow.revert(desired, changed, self.confirmed)) is not None:
+            return None
+        found = {}
+        for port in changed:
+            others = [p for p in changed if p != port]
+            words = await self._refusal(narrow.revert(desired, others, self.confirmed))
+            if words is not None:
+                found[port] = narrow.words_of([words])
+        return found or None
+
+    async def _refusal(self, desired: FrrDesired) -> str | None:
+        """FRR's words if its syntax check refuses `desired`, else None."""
+        with self._staged(render_frr(desired)) as candidate:
+            try:
+                await self.check_syntax(candidate)
+            except FrrRejected as exc:
+                return exc.output
+        return None
+
+    def _confirm(self, desired: FrrDesired, refused: dict[str, str],
+                 narrowed_from: str | None) -> None:
+        self.confirmed, self.refused = desired, refused
+        self._narrowed = (narrowed_from, self.last_applied) if narrowed_from else None
+
+    def _with_refused(self, result: ApplyResult) -> ApplyResult:
+        # What FRR runs still lacks those nodes' values, whatever this result says.
+        return replace(result, refused=dict(self.refused)) if self.refused else result
 
     async def apply_text(self, text: str) -> ApplyResult:
+        return (await self._attempt(text))[0]
+
+    async def _attempt(self, text: str) -> tuple[ApplyResult, Objection | None]:
+        """Apply `text`; with the result, why FRR refused it if it did (None otherwise)."""
         started, t0 = time.time(), time.monotonic()
         if text == self.last_applied:
-            return _result(True, "unchanged", started, t0)
+            return _result(True, "unchanged", started, t0), None
         self._suspected = None  # whatever drift was seen, this apply decides anew
         try:
             return await self._apply_text(text, started, t0)
@@ -178,28 +320,37 @@ class FrrApplier(NothingOfItsOwn):
             # A full disk or a read-only /etc/frr: FRR keeps running what it runs, and the
             # file it loads at restart stays the last good one. Reported, never fatal.
             return _result(False, "failed", started, t0,
-                           error=f"cannot stage or save {self.config_file}: {exc}")
+                           error=f"cannot stage or save {self.config_file}: {exc}"), None
 
-    async def _apply_text(self, text: str, started: float, t0: float) -> ApplyResult:
+    async def _apply_text(self, text: str, started: float,
+                          t0: float) -> tuple[ApplyResult, Objection | None]:
+        lines = _lines(text)
         with self._staged(text) as candidate:
             try:
                 await self.check_syntax(candidate)
-            except FrrApplyError as exc:
-                return _result(False, "rejected", started, t0, error=str(exc))
+            except FrrRejected as exc:
+                objection = Objection(narrow.check_complaints(text, exc.output), checked=True)
+                return _result(False, "rejected", started, t0, error=str(exc)), objection
+            except FrrApplyError as exc:  # vtysh hung: not a refusal
+                return _result(False, "failed", started, t0, error=str(exc)), None
+            objection = None
             try:
-                before = await self.delta(candidate)
+                before = await self.delta(candidate, lines)
                 if not before.empty:
-                    await self._reload(candidate)
-                    after = await self.delta(candidate)
+                    await self._reload(candidate, lines)
+                    after = await self.delta(candidate, lines)
                     if not after.empty:
+                        objection = Objection(
+                            narrow.delta_complaints(after.to_delete, after.to_add), checked=False)
                         raise FrrApplyError(f"FRR did not take: {after.summary()}")
             except (FrrApplyError, TimeoutError) as exc:
                 await self._rollback()
-                return _result(False, "failed", started, t0, error=str(exc) or "timed out")
+                return _result(False, "failed", started, t0, error=str(exc) or "timed out"), \
+                    objection
             _atomic_replace(candidate, self.config_file)
         self.last_applied = text
         action = "applied" if not before.empty else "in-sync"
-        return _result(True, action, started, t0, before)
+        return _result(True, action, started, t0, before), None
 
     async def resync(self) -> ApplyResult | None:
         """Repair drift between the last applied config and what FRR runs, and put the startup
@@ -239,7 +390,7 @@ class FrrApplier(NothingOfItsOwn):
         self._restore_startup_file(self.last_applied)
         with self._staged(self.last_applied) as staged:
             try:
-                drift = await self.delta(staged)
+                drift = await self.delta(staged, _lines(self.last_applied))
             except (FrrApplyError, TimeoutError) as exc:
                 log.debug("drift check failed: %s", exc)
                 return Delta((), (f"(FRR could not be compared: {exc})",))
@@ -252,15 +403,15 @@ class FrrApplier(NothingOfItsOwn):
         started, t0 = time.time(), time.monotonic()
         with self._staged(self.last_applied) as staged:
             try:
-                drift = await self.delta(staged)
+                drift = await self.delta(staged, _lines(self.last_applied))
                 if drift.empty:
                     log.info("FRR back in sync without a repair (a restarted daemon reloaded "
                              "%s)", self.config_file)
                     return None
                 log.warning("FRR drifted from the applied config (%s); repairing",
                             drift.summary())
-                await self._reload(staged)
-                after = await self.delta(staged)
+                await self._reload(staged, _lines(self.last_applied))
+                after = await self.delta(staged, _lines(self.last_applied))
                 if not after.empty:
                     raise FrrApplyError(f"FRR did not take: {after.summary()}")
             except (FrrApplyError, TimeoutError) as exc:
@@ -272,7 +423,7 @@ class FrrApplier(NothingOfItsOwn):
             return
         try:
             with self._staged(self.last_applied) as staged:
-                await self._reload(staged)
+                await self._reload(staged, _lines(self.last_applied))
         except (FrrApplyError, TimeoutError) as exc:
             log.error("rollback to the last good FRR configuration failed: %s", exc)
 
@@ -330,6 +481,10 @@ def _atomic_replace(src: Path, dst: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _lines(text: str) -> int:
+    return text.count("\n")
 
 
 def _tail(text: str, limit: int = 600) -> str:
