@@ -374,3 +374,33 @@ async def test_planning_runs_off_the_event_loop(tmp_path: Path,
     await rt.reconciler.reconcile()
     assert outcomes == [True], "plan() ran on the event loop and blocked it"
     assert rt.frr.applied, "the plan made off the loop was applied"
+
+
+async def test_a_node_frr_refused_is_a_refusal_everywhere_until_fixed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """FRR decides after plan(): a node whose lines it refused must show in the status file,
+    the log and the events like any refusal, and leave them when its next apply is clean."""
+    rt = Runtime(config(tmp_path))
+    why = "FRR refused its configuration on swp1; what was programmed stays: % Unknown command"
+    refused = {"n1": why}
+    applied = rt.frr.apply
+
+    async def narrowing_apply(desired: Any) -> ApplyResult:
+        await applied(desired)
+        return ApplyResult("frr", True, "applied-narrowed", time.time(), 0.001,
+                           refused=dict(refused))
+
+    rt.frr.apply = narrowing_apply  # type: ignore[method-assign]
+    rt.list_nodes(node("n1", "10.244.1.0/24", "swp1", "2026-01-01T00:00:00Z"))
+    with caplog.at_level("WARNING"):
+        await rt.reconciler.reconcile()
+    doc = status_file(rt)
+    assert f"node n1: {why}" in doc["refusals"]
+    assert "1 refusals" in doc["summary"]
+    assert [(e.subject, e.message) for e in rt.events.history() if e.kind == "refusal"] == [
+        ("n1", f"node: {why}")]
+    assert any(why in r.getMessage() for r in caplog.records)
+
+    refused.clear()  # the node's value is fixed: the next apply is clean
+    await rt.reconciler.reconcile()
+    assert status_file(rt)["refusals"] == []

@@ -211,12 +211,9 @@ class Reconciler:
         )
         cluster, new = await asyncio.to_thread(plan_cluster, self.config, inputs)
         before_attachments = self.view.attachments()
-        before_refusals = self.state.plan.refusals if self.state.plan else ()
+        before_refusals = self.state.refusals()
         self.state.plan, self.state.cluster = new, cluster
-        self._log_refusals([str(r) for r in new.refusals])
-        now = time.time()
-        for event in (*attachment_events(before_attachments, self.view.attachments(), now),
-                      *refusal_events(before_refusals, new.refusals, now)):
+        for event in attachment_events(before_attachments, self.view.attachments(), time.time()):
             self.events.publish(event)
 
         async with self._lock:
@@ -229,6 +226,11 @@ class Reconciler:
         # Admission relies on what the hardware holds: the data plane's entries, and FRR's
         # where the agent manages FRR.
         frr_ok = frr.ok or frr.action == "not-managed"
+        # Refusals after the apply: FRR may have refused a node's lines the plan accepted.
+        refusals = self.state.refusals()
+        self._log_refusals([str(r) for r in refusals])
+        for event in refusal_events(before_refusals, refusals, time.time()):
+            self.events.publish(event)
         if dataplane.ok and frr_ok and new.admission is not None:
             self._programmed = new.admission.admitted
         self._retry_if_failed(dataplane.ok and frr_ok)

@@ -45,7 +45,7 @@ def summary_line(state: ObservedState) -> str:
         if not last.ok:
             frr += ", keeping the last good config"
     attachments = len(state.plan.attachments) if state.plan else 0
-    refusals = len(state.plan.refusals) if state.plan else 0
+    refusals = len(state.refusals())
     return f"{api}; {attachments} attachments, {refusals} refusals; {frr}"[:SUMMARY_MAX]
 
 
@@ -65,7 +65,7 @@ def status_document(state: ObservedState) -> dict[str, Any]:
         "dataplane_last_apply": _last_apply(state, "dataplane"),
         "last_reconcile_latency_seconds": state.last_reconcile_latency,
         "attachments": [asdict(a) for a in plan.attachments] if plan else [],
-        "refusals": [str(r) for r in plan.refusals] if plan else [],
+        "refusals": [str(r) for r in state.refusals()],
         "lldp_error": state.lldp_error,
         # Routes the ASIC refused (rt_offload_failed), all protocols: forwarded by the CPU.
         "offload_failed_routes": {"ipv4": state.offload_failed.get(4, 0),

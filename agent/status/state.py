@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from agent.apply.contract import ApplyResult, Held
 from agent.apply.frr.observer import PeerState
-from agent.cluster.nodes import ClusterState
+from agent.cluster.nodes import ClusterState, Refusal
 from agent.cluster.pod_index import PodIndex
 from agent.headroom.report import HeadroomInfo
 from agent.informers.informer import Informer
@@ -58,6 +58,15 @@ class ObservedState:
         if result.applier == "frr" and result.error:
             self.frr_last_error = result.error
         return previous
+
+    def refusals(self) -> tuple[Refusal, ...]:
+        """The plan's refusals, and the nodes whose lines FRR itself refused on the latest
+        apply (the plan cannot know those: FRR decides after it); a fixed value clears them.
+        The one list the status, the status file, the log and the events all show."""
+        planned = self.plan.refusals if self.plan else ()
+        frr = self.results.get("frr")
+        by_frr = sorted(frr.refused.items()) if frr is not None else []
+        return (*planned, *(Refusal("node", node, why) for node, why in by_frr))
 
     def offload_failed_total(self) -> int:
         return sum(self.offload_failed.values())

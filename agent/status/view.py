@@ -48,12 +48,7 @@ class AgentView:
             last_reconcile_latency_seconds=self.s.last_reconcile_latency)
 
     def refusals(self) -> tuple[Refusal, ...]:
-        """The plan's refusals, and the nodes whose lines FRR itself refused on the latest
-        apply (the plan cannot know those: FRR decides after it); a fixed value clears them."""
-        planned = self.s.plan.refusals if self.s.plan else ()
-        frr = self.s.results.get("frr")
-        by_frr = sorted(frr.refused.items()) if frr is not None else []
-        return (*planned, *(Refusal("node", node, why) for node, why in by_frr))
+        return self.s.refusals()
 
     def attachments(self) -> Sequence[AttachmentInfo]:
         plan = self.s.plan
