@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from agent import logs
 from agent.apply.frr.render import UnsafeValue, render_frr
 from agent.cluster.nodes import cluster_state
 from agent.cluster.selector import select
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     # systemd's journal adds timestamps; keep lines short and grep-able.
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        logs.install(handler)  # a repeating warning once a minute, not every second
     # One line per HTTP request (every watch restart) is noise in a switch's journal.
     logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.getLogger().level))
     if not Path(args.config).exists() and args.command != "check-config":

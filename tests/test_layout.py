@@ -14,7 +14,7 @@ AGENT = REPO / "agent"
 # Each stage may import only the stages listed before it (and itself). The shared foundations
 # come first; the two programs (cli, fabricctl) come last.
 STAGES = (
-    ("vocabulary", "errors", "process", "validate", "config", "events"),
+    ("vocabulary", "errors", "process", "validate", "config", "events", "logs"),
     ("cluster",),
     ("headroom",),
     ("plan",),
