@@ -45,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab.agent_lab import FLANNEL_NODES, LEAF, SERVERS, STATIC_NODES, AgentLab
+from lab.kubeapi.store import ApiStatusError
 
 CONVERGE_SECONDS = 5.0
 SESSION_BACK_SECONDS = 60.0  # BGP unnumbered after a bgpd kill: RAs, connect retry, OPEN
@@ -179,9 +180,15 @@ class Soak:
 
     # -- churn -------------------------------------------------------------------------------
     def churn(self) -> None:
-        api = self.env.api
         action = self.rng.choice(("srv3", "node+", "node-", "hostile", "pod+", "pod-"))
         self.tally.churn[action] += 1
+        try:
+            self._churn(action)
+        except ApiStatusError:  # an injected 500 hits the soak's own writes too
+            self.tally.churn["(refused by the API)"] += 1
+
+    def _churn(self, action: str) -> None:
+        api = self.env.api
         if action == "srv3":
             api.patch_node("srv3", {"spec": {"unschedulable": self.rng.random() < 0.5},
                                     "metadata": {"labels": {"soak": str(self.serial)}}})
@@ -232,7 +239,12 @@ class Soak:
         """A probe change right after the fault ends: in FRR and health ok within the bound."""
         self.probe += 1
         cidr = PROBE_CIDRS[self.probe % 2]
-        self.env.api.patch_node("probe", {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
+        for _ in range(10):  # past what is left of an injected run of 500s
+            try:
+                self.env.api.patch_node("probe", {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
+                break
+            except ApiStatusError:
+                continue
         start = time.monotonic()
         deadline = start + 60.0
         while time.monotonic() < deadline:
