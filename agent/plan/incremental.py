@@ -45,7 +45,9 @@ class PlanCache:
 
     def _reset(self, config: AgentConfig | None) -> None:
         self._config = config
-        self._parsed: dict[int, _Parsed] = {}
+        self._parsed: dict[int, _Parsed] = {}  # id(object) -> (object, its parse)
+        self._dupes = False  # some object or Node name appears twice: walk every object
+        self._refused = 0  # parses with refusals: their input order orders the refusals
         self._by_name: dict[str, Node] = {}
         self._names: list[str] = []  # sorted: ClusterState lists Nodes by name
         self._nodes: tuple[Node, ...] = ()
@@ -82,10 +84,75 @@ class PlanCache:
                 raise
 
     def _cluster(self, node_objects: Iterable[Any]) -> ClusterState:
+        objects = tuple(node_objects)
+        fast = self._fast_changes(objects)
+        if fast is not None:
+            changed, refusals = fast
+        else:
+            changed, refusals = self._all_changes(objects)
+        before = self._by_name
+        renamed = False  # a name came or went: positions in the name order moved
+        for name, node in changed.items():  # unchanged names keep their equal Node objects
+            if node is None:
+                del before[name]
+                del self._names[bisect_left(self._names, name)]
+                renamed = True
+                continue
+            if name not in before:
+                insort(self._names, name)
+                renamed = True
+            before[name] = node
+        self._apply(changed)
+        if renamed:
+            self._nodes = tuple(before[name] for name in self._names)
+        elif changed:  # same names: swap the changed Nodes in place, no walk in Python
+            nodes = list(self._nodes)
+            for name in changed:
+                nodes[bisect_left(self._names, name)] = before[name]
+            self._nodes = tuple(nodes)
+        return ClusterState(self._nodes, refusals)
+
+    def _fast_changes(self, objects: tuple[Any, ...]
+                      ) -> tuple[dict[str, Node | None], tuple[Refusal, ...]] | None:
+        """The changed Nodes from the objects not seen before and the ones gone, without a walk
+        over every object in Python; None when that cannot be exact (an object or a name
+        twice, objects with refusals, whose order in the input orders the refusals)."""
+        by_id = dict(zip(map(id, objects), objects, strict=True))  # in C, no Python loop
+        if len(by_id) != len(objects) or self._dupes or self._refused:
+            return None
+        gone = [self._parsed.pop(i) for i in self._parsed.keys() - by_id.keys()]
+        fresh = [by_id[i] for i in by_id.keys() - self._parsed.keys()]
+        changed: dict[str, Node | None] = {}
+        for _, node, _ in gone:
+            if node is not None:
+                changed[node.name] = None
+        for obj in fresh:
+            node, why = parse_checked(obj)
+            self._parsed[id(obj)] = (obj, node, why)
+            if why:
+                self._refused += 1
+            if node is None:
+                continue
+            if (node.name in changed and changed[node.name] is not None) or (
+                    node.name in self._by_name and node.name not in changed):
+                self._dupes = True  # a second object for a name still present
+            changed[node.name] = node
+        if self._dupes or self._refused:
+            return self._all_changes(objects)
+        for name, node in list(changed.items()):
+            old = self._by_name.get(name)
+            if node is not None and old is not None and old == node:
+                del changed[name]  # an equal re-parse: nothing to do
+        return changed, ()
+
+    def _all_changes(self, objects: tuple[Any, ...]
+                     ) -> tuple[dict[str, Node | None], tuple[Refusal, ...]]:
+        """As cluster_state, over every object, reusing the parses of objects seen before."""
         parsed: dict[int, _Parsed] = {}
         by_name: dict[str, Node] = {}
         refusals: list[Refusal] = []
-        for obj in node_objects:
+        dupes = False
+        for obj in objects:
             entry = self._parsed.get(id(obj))
             if entry is None or entry[0] is not obj:
                 entry = (obj, *parse_checked(obj))
@@ -96,27 +163,19 @@ class PlanCache:
                 continue
             if node.name in by_name:  # as cluster_state: a file may list a Node twice
                 refusals.append(duplicate(node.name))
+                dupes = True
                 continue
             by_name[node.name] = node
         self._parsed = parsed
+        self._dupes = dupes or len(parsed) != len(objects)
+        self._refused = sum(1 for e in parsed.values() if e[2])
 
         before = self._by_name
         changed: dict[str, Node | None] = {
             name: node for name, node in by_name.items()
             if (old := before.get(name)) is not node and old != node}
         changed.update((name, None) for name in before.keys() - by_name.keys())
-        for name, node in changed.items():  # unchanged names keep their equal Node objects
-            if node is None:
-                del before[name]
-                del self._names[bisect_left(self._names, name)]
-                continue
-            if name not in before:
-                insort(self._names, name)
-            before[name] = node
-        self._apply(changed)
-        if changed:
-            self._nodes = tuple(before[name] for name in self._names)
-        return ClusterState(self._nodes, tuple(refusals))
+        return changed, tuple(refusals)
 
     def _apply(self, changed: Mapping[str, Node | None]) -> None:
         config, ownership = self._config, self._ownership

@@ -173,6 +173,9 @@ class Ownership:
         self._kept: dict[Key, str] = {}  # kept pod CIDR -> its node
         self._pass1: dict[str, tuple[tuple[IPNetwork, ...], tuple[Refusal, ...]]] = {}
         self._pass2: dict[str, tuple[tuple[IPNetwork, ...], tuple[Refusal, ...]]] = {}
+        # Only the nodes with refusals: listing them must not walk the whole cluster.
+        self._refused1: dict[str, tuple[Refusal, ...]] = {}
+        self._refused2: dict[str, tuple[Refusal, ...]] = {}
         self.prefixes: dict[str, tuple[IPNetwork, ...]] = {}
         self._refusals: tuple[Refusal, ...] | None = ()
 
@@ -326,21 +329,26 @@ class Ownership:
 
     def _publish(self, name: str) -> None:
         if name not in self.nodes:
-            self.prefixes.pop(name, None)
-            self._pass2.pop(name, None)
+            for table in (self.prefixes, self._pass2, self._refused1, self._refused2):
+                table.pop(name, None)
+            self._refusals = None
             return
-        hosts = self._pass2.get(name, ((), ()))[0] if self.include_node_ips else ()
-        self.prefixes[name] = self._pass1[name][0] + hosts
+        kept, refused = self._pass2.get(name, ((), ())) if self.include_node_ips else ((), ())
+        self.prefixes[name] = self._pass1[name][0] + kept
+        for table, found in ((self._refused1, self._pass1[name][1]), (self._refused2, refused)):
+            if found:
+                table[name] = found
+            else:
+                table.pop(name, None)
         self._refusals = None
 
     def refusals(self) -> tuple[Refusal, ...]:
         """Every node's pod CIDR refusals in age order, then every host route refusal."""
         if self._refusals is None:
             out: list[Refusal] = []
-            for table in (self._pass1, self._pass2):
-                with_refusals = [age(self.nodes[n]) for n, (_, r) in table.items() if r]
-                for _, name in sorted(with_refusals):
-                    out.extend(table[name][1])
+            for refused in (self._refused1, self._refused2):
+                for _, name in sorted(age(self.nodes[n]) for n in refused):
+                    out.extend(refused[name])
             self._refusals = tuple(out)
         return self._refusals
 
