@@ -9,7 +9,7 @@ precedence, is refused: guessing would route one node's pods to another's port.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.cluster.nodes import Node, Refusal
@@ -48,6 +48,50 @@ def match_lldp_name(system_name: str, node_names: Iterable[str]) -> str | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
+class NameIndex:
+    """Node names as match_lldp_name reads them, indexed by name and by first DNS label, so
+    matching an LLDP system name costs a lookup, not a walk over every Node."""
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self._names: set[str] = set()
+        self._short: dict[str, set[str]] = defaultdict(set)
+        for name in names:
+            self.add(name)
+
+    def add(self, name: str) -> None:
+        self._names.add(name)
+        self._short[name.split(".", 1)[0]].add(name)
+
+    def discard(self, name: str) -> None:
+        self._names.discard(name)
+        short = name.split(".", 1)[0]
+        self._short[short].discard(name)
+        if not self._short[short]:
+            del self._short[short]
+
+    def match(self, system_name: str) -> str | None:
+        """match_lldp_name(system_name, <the names>)."""
+        if system_name in self._names:
+            return system_name
+        lowered = system_name.lower()
+        if lowered in self._names:
+            return lowered
+        candidates = self._short.get(lowered.split(".", 1)[0], ())
+        return next(iter(candidates)) if len(candidates) == 1 else None
+
+
+def annotation_claim(node: Node, switch_hostname: str,
+                     ports: Collection[str]) -> tuple[str | None, Refusal | None]:
+    """The server port `node`'s switch-port annotation claims on this switch, or why not."""
+    sp = node.switch_port
+    if sp is None or sp.switch.lower() != switch_hostname.lower():
+        return None, None  # attached to another switch, or not annotated
+    if sp.port not in ports:
+        return None, Refusal("attachment", node.name, f"annotation names port {sp.port}, "
+                             "which is not one of this switch's server ports")
+    return sp.port, None
+
+
 def resolve(
     *,
     switch_hostname: str,
@@ -58,26 +102,39 @@ def resolve(
 ) -> tuple[list[Attachment], list[Refusal]]:
     ports = set(server_ports)
     nodes = list(nodes)
+    annotated: list[tuple[str, str]] = []
     refusals: list[Refusal] = []
-    claims: list[_Claim] = [_Claim(0, port, node) for port, node in static.items()]
-
     for node in nodes:
-        sp = node.switch_port
-        if sp is None or sp.switch.lower() != switch_hostname.lower():
-            continue  # attached to another switch, or not annotated
-        if sp.port not in ports:
-            refusals.append(
-                Refusal("attachment", node.name, f"annotation names port {sp.port}, "
-                        "which is not one of this switch's server ports")
-            )
-            continue
-        claims.append(_Claim(1, sp.port, node.name))
+        port, why = annotation_claim(node, switch_hostname, ports)
+        if why is not None:
+            refusals.append(why)
+        elif port is not None:
+            annotated.append((node.name, port))
+    age = {n.name: (n.created, n.name) for n in nodes}
+    return decide(ports=ports, static=static, annotated=annotated, refusals=refusals,
+                  lldp_neighbors=lldp_neighbors, match=NameIndex(age).match,
+                  age=lambda name: age.get(name, ("", name)))
 
-    node_names = [n.name for n in nodes]
+
+def decide(
+    *,
+    ports: Collection[str],
+    static: Mapping[str, str],
+    annotated: Iterable[tuple[str, str]],
+    refusals: list[Refusal],
+    lldp_neighbors: Mapping[str, str],
+    match: Callable[[str], str | None],
+    age: Callable[[str], tuple[str, str]],
+) -> tuple[list[Attachment], list[Refusal]]:
+    """The attachments from the claims: the static map, the annotations (node, port) in node
+    name order, LLDP neighbours matched to Node names by `match`; `refusals` so far are
+    extended. `age`: a Node's (creationTimestamp, name), ("", name) for one not in the cluster."""
+    claims: list[_Claim] = [_Claim(0, port, node) for port, node in static.items()]
+    claims.extend(_Claim(1, port, node) for node, port in annotated)
     for port, system_name in sorted(lldp_neighbors.items()):
         if port not in ports:
             continue  # uplinks and management ports see LLDP neighbours too
-        name = match_lldp_name(system_name, node_names)
+        name = match(system_name)
         if name is not None:
             claims.append(_Claim(2, port, name))
 
@@ -109,13 +166,12 @@ def resolve(
     # Nodes annotating themselves onto one port; a kubelet may write its own annotations): the
     # older Node keeps the port, as the older Node keeps an overlapping pod CIDR, so a newcomer
     # can never take a working node's port, routes and session away.
-    age = {n.name: (n.created, n.name) for n in nodes}
     by_port: dict[str, list[_Claim]] = defaultdict(list)
     for claim in per_node:
         by_port[claim.port].append(claim)
     attachments: list[Attachment] = []
     for port, port_claims in sorted(by_port.items()):
-        winner = min(port_claims, key=lambda c: (c.rank, age.get(c.node, ("", c.node))))
+        winner = min(port_claims, key=lambda c: (c.rank, age(c.node)))
         for c in sorted(port_claims, key=lambda c: c.node):
             if c is winner:
                 continue

@@ -229,26 +229,36 @@ class ClusterState:
         return {n.name: n for n in self.nodes}
 
 
+def parse_checked(obj: Any) -> tuple[Node | None, tuple[Refusal, ...]]:
+    """parse_node(), where a parser bug costs that one Node (refused with the error), never the
+    agent."""
+    try:
+        node, why = parse_node(obj)
+    except Exception as exc:
+        log.exception("Node object not parsed")
+        raw_name = value_at(obj, "metadata", "name")
+        try:
+            name = validate.node_name(raw_name)
+        except ValueError:
+            name = validate.printable(raw_name)
+        return None, (Refusal("node", name, f"could not be parsed: {exc!r}"[:200]),)
+    return node, tuple(why)
+
+
+def duplicate(name: str) -> Refusal:
+    return Refusal("node", name, "appears more than once; first one kept")
+
+
 def cluster_state(node_objects: Iterable[Any]) -> ClusterState:
     nodes: dict[str, Node] = {}
     refusals: list[Refusal] = []
     for obj in node_objects:
-        try:
-            node, why = parse_node(obj)
-        except Exception as exc:  # a parser bug must cost one Node, never the agent
-            log.exception("Node object not parsed")
-            raw_name = value_at(obj, "metadata", "name")
-            try:
-                name = validate.node_name(raw_name)
-            except ValueError:
-                name = validate.printable(raw_name)
-            refusals.append(Refusal("node", name, f"could not be parsed: {exc!r}"[:200]))
-            continue
+        node, why = parse_checked(obj)
         refusals.extend(why)
         if node is None:
             continue
         if node.name in nodes:  # cannot happen with a real API server; a file may do it
-            refusals.append(Refusal("node", node.name, "appears more than once; first one kept"))
+            refusals.append(duplicate(node.name))
             continue
         nodes[node.name] = node
     ordered = tuple(sorted(nodes.values(), key=lambda n: n.name))

@@ -4,12 +4,17 @@ Pure: no I/O, no clock, no randomness. Appliers diff its output against what the
 call it without root. When two nodes claim the same address space the older Node (by
 creationTimestamp, then name) keeps it, so a newcomer can never take over routes that were
 already programmed for someone else.
+
+plan() derives what it reads of the cluster (attachments, address ownership, overlay nodes) into
+a `ClusterView` and assembles the desired state from that; `agent.plan.incremental.PlanCache`
+keeps the same view up to date change by change and hands it to the same assembly, so the two
+cannot disagree on anything but the view, which the tests compare on random churn.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from agent.cluster.attachments import Attachment, resolve
@@ -29,105 +34,42 @@ from agent.plan.model import (
     VtepDevice,
     VxlanPeer,
 )
+from agent.plan.ownership import HostRouteRules, admitted_prefixes, host_prefix
 
-
-def _host_prefix(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> IPNetwork:
-    return ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}")
+__all__ = ["ClusterView", "HostRouteRules", "admitted_prefixes", "derive", "plan", "plan_view",
+           "static_routes", "vxlan_peers"]
 
 
 @dataclass(frozen=True)
-class HostRouteRules:
-    """Where a node's InternalIP host route may not lie, each with the reason a refusal gives.
+class ClusterView:
+    """What plan() reads of the cluster, derived from it (from scratch by `derive`, or kept up
+    to date by PlanCache)."""
 
-    A kubelet may rewrite its own Node's addresses, and a host route is accepted from the node
-    and announced upstream: inside pod space or a Service pool it would take traffic meant for
-    pods or VIPs; on one of the switch's own addresses it would pull the switch's own traffic.
-    """
-
-    node_networks: tuple[IPNetwork, ...] | None = None  # None: not configured, unchecked
-    forbidden: tuple[tuple[IPNetwork, str], ...] = ()
-
-    @classmethod
-    def from_config(cls, config: AgentConfig) -> HostRouteRules:
-        fabric, switch = config.fabric, config.switch
-        forbidden: list[tuple[IPNetwork, str]] = []
-        for key, value in (("switch.router_id", switch.router_id),
-                           ("switch.vtep_ip", switch.vtep_ip)):
-            if value is not None:
-                forbidden.append((_host_prefix(ipaddress.ip_address(value)),
-                                  f"InternalIP is this switch's {key}"))
-        if config.dataplane.vxlan.address is not None:
-            forbidden.append((ipaddress.ip_network(config.dataplane.vxlan.address),
-                              "InternalIP is this switch's dataplane.vxlan.address"))
-        forbidden.extend((ipaddress.ip_network(n), "InternalIP inside fabric.pod_supernets "
-                          "(pod space)") for n in fabric.pod_supernets)
-        forbidden.extend((ipaddress.ip_network(n), "InternalIP inside fabric.service_pools "
-                          "(Service VIP space)") for n in fabric.service_pools)
-        networks = (None if fabric.node_networks is None
-                    else tuple(ipaddress.ip_network(n) for n in fabric.node_networks))
-        return cls(networks, tuple(forbidden))
-
-    def problem(self, host: IPNetwork) -> str | None:
-        """Why `host` (a /32 or /128) can be no node's host route; None if it may be."""
-        for net, why in self.forbidden:
-            if host.version == net.version and host.subnet_of(net):
-                return why
-        if self.node_networks is not None and not any(
-                host.version == n.version and host.subnet_of(n)
-                for n in self.node_networks):
-            return "InternalIP outside fabric.node_networks"
-        return None
+    cluster: ClusterState
+    by_name: Mapping[str, Node]
+    attachments: Sequence[Attachment]
+    attachment_refusals: Sequence[Refusal]
+    prefixes: Mapping[str, Sequence[IPNetwork]]  # per node: what it may announce
+    prefix_refusals: Sequence[Refusal]
+    overlay: Sequence[Node]  # at least every node in vxlan mode, any order
 
 
-def admitted_prefixes(
-    nodes: tuple[Node, ...], supernets: list[IPNetwork], include_node_ips: bool,
-    rules: HostRouteRules | None = None,
-) -> tuple[dict[str, list[IPNetwork]], list[Refusal]]:
-    """Per node, the prefixes it may announce: its pod CIDRs inside the supernets, not
-    overlapping an older node's, plus its InternalIP host routes that `rules` allow unless
-    another node's space already covers them."""
-    rules = rules or HostRouteRules()
-    refusals: list[Refusal] = []
-    taken: list[tuple[IPNetwork, str]] = []
-    result: dict[str, list[IPNetwork]] = {}
-
-    def owner_of(net: IPNetwork) -> str | None:
-        for other, owner in taken:
-            if other.version == net.version and other.overlaps(net):
-                return owner
-        return None
-
-    for node in sorted(nodes, key=lambda n: (n.created, n.name)):
-        accepted: list[IPNetwork] = []
-        for net in node.pod_cidrs:
-            if not any(net.version == s.version and net.subnet_of(s) for s in supernets):
-                refusals.append(Refusal("prefix", f"{node.name} {net}",
-                                        "outside fabric.pod_supernets"))
-                continue
-            owner = owner_of(net)
-            if owner is not None:
-                refusals.append(Refusal("prefix", f"{node.name} {net}",
-                                        f"overlaps a pod CIDR of older node {owner}"))
-                continue
-            accepted.append(net)
-        taken.extend((net, node.name) for net in accepted)
-        result[node.name] = accepted
-
-    if include_node_ips:
-        for node in sorted(nodes, key=lambda n: (n.created, n.name)):
-            for addr in node.internal_ips:
-                host = _host_prefix(addr)
-                owner = owner_of(host)
-                # Another node's space is named first: it says who is being impersonated.
-                why = (f"InternalIP lies in address space of node {owner}"
-                       if owner is not None and owner != node.name else rules.problem(host))
-                if why is not None:
-                    refusals.append(Refusal("prefix", f"{node.name} {host}", why))
-                    continue
-                if owner is None:
-                    taken.append((host, node.name))
-                    result[node.name].append(host)
-    return result, refusals
+def derive(config: AgentConfig, cluster: ClusterState,
+           lldp_neighbors: Mapping[str, str] | None = None) -> ClusterView:
+    fabric = config.fabric
+    attachments, att_refusals = resolve(
+        switch_hostname=config.switch.hostname,
+        server_ports=fabric.server_ports,
+        static=fabric.attachments,
+        nodes=cluster.nodes,
+        lldp_neighbors=(lldp_neighbors or {}) if fabric.lldp else {},
+    )
+    supernets = [ipaddress.ip_network(s) for s in fabric.pod_supernets]
+    rules = HostRouteRules.from_config(config)
+    prefixes, prefix_refusals = admitted_prefixes(cluster.nodes, supernets,
+                                                  fabric.advertise_node_ips, rules)
+    return ClusterView(cluster, cluster.by_name(), attachments, att_refusals, prefixes,
+                       prefix_refusals, cluster.nodes)
 
 
 def plan(
@@ -144,47 +86,47 @@ def plan(
     nothing, and no kernel or SONiC entry is asked for them. `capacity` defaults to the
     configured profile and overrides. Entries others hold (uplink routes) are not subtracted:
     the reserve keeps room for them (README, Known limits)."""
-    full = _plan(config, cluster, lldp_neighbors, frozenset())
+    return plan_view(config, derive(config, cluster, lldp_neighbors), capacity=capacity,
+                     programmed=programmed)
+
+
+def plan_view(
+    config: AgentConfig,
+    view: ClusterView,
+    *,
+    capacity: Mapping[str, Capacity] | None = None,
+    programmed: Collection[str] = (),
+) -> Plan:
+    """plan() from an already derived view of the cluster."""
+    full = _plan(config, view, frozenset())
     if capacity is None:
         capacity = capacity_for(config.headroom.profile, config.headroom.capacity)
     costs = node_costs(full.attachments, full.dataplane)
-    served = [n for n in cluster.nodes if n.name in costs]
+    # costs holds served nodes only, all in the view: no walk over the whole cluster.
+    served = [view.by_name[name] for name in costs]
     result = admit(candidates_for(served, costs), costs, capacity,
                    config.headroom.reserve_percent, programmed)
     if not config.headroom.admission or not result.refused:
         return replace(full, admission=result, costs=costs)
-    limited = _plan(config, cluster, lldp_neighbors, frozenset(result.refused_nodes))
+    limited = _plan(config, view, frozenset(result.refused_nodes))
     refusals = limited.refusals + tuple(r.as_refusal() for r in result.refused)
     return replace(limited, refusals=refusals, admission=result, costs=costs)
 
 
-def _plan(
-    config: AgentConfig,
-    cluster: ClusterState,
-    lldp_neighbors: Mapping[str, str] | None,
-    refused: frozenset[str],
-) -> Plan:
+def _plan(config: AgentConfig, view: ClusterView, refused: frozenset[str]) -> Plan:
     fabric = config.fabric
-    refusals: list[Refusal] = list(cluster.refusals)
-    nodes = cluster.by_name()
-
-    attachments, why = resolve(
-        switch_hostname=config.switch.hostname,
-        server_ports=fabric.server_ports,
-        static=fabric.attachments,
-        nodes=cluster.nodes,
-        lldp_neighbors=(lldp_neighbors or {}) if fabric.lldp else {},
-    )
-    refusals.extend(why)
-
+    refusals: list[Refusal] = [*view.cluster.refusals, *view.attachment_refusals,
+                               *view.prefix_refusals]
+    nodes = view.by_name
     supernets = [ipaddress.ip_network(s) for s in fabric.pod_supernets]
     rules = HostRouteRules.from_config(config)
-    prefixes, why = admitted_prefixes(cluster.nodes, supernets, fabric.advertise_node_ips, rules)
-    refusals.extend(why)
-    for name in refused:  # no room in the ASIC: the node's space stays reserved, unused
-        prefixes[name] = []
 
-    by_port: dict[str, Attachment] = {a.port: a for a in attachments}
+    def accepted_by(name: str) -> list[IPNetwork]:
+        if name in refused:  # no room in the ASIC: the node's space stays reserved, unused
+            return []
+        return list(view.prefixes.get(name, ()))
+
+    by_port: dict[str, Attachment] = {a.port: a for a in view.attachments}
     peers: list[ServerPeer] = []
     planned: list[PlannedAttachment] = []
     advertised: list[IPNetwork] = []
@@ -199,7 +141,7 @@ def _plan(
             peers.append(ServerPeer(port, None))
             continue
         routing = node.routing or fabric.default_routing
-        accepted = prefixes.get(node.name, [])
+        accepted = accepted_by(node.name)
         planned.append(PlannedAttachment(port, node.name, att.source, routing,
                                          tuple(str(p) for p in accepted), node.unschedulable))
         if routing == "static":
@@ -217,8 +159,8 @@ def _plan(
             draining=node.unschedulable,
         ))
 
-    overlay = tuple(n for n in cluster.nodes if n.name not in refused)
-    vtep, peers_vx, why = vxlan_peers(config, overlay, prefixes)
+    overlay = tuple(n for n in view.overlay if n.name not in refused)
+    vtep, peers_vx, why = vxlan_peers(config, overlay, view.prefixes)
     refusals.extend(why)
     dataplane = DataplaneDesired(
         route_protocol=config.dataplane.route_protocol,
@@ -271,7 +213,7 @@ def static_routes(
                                                       for ip in node.internal_ips):
             continue  # its own host route: the node is directly connected
         family = [ip for ip in node.internal_ips if ip.version == net.version]
-        why = {ip: rules.problem(_host_prefix(ip)) for ip in family}
+        why = {ip: rules.problem(host_prefix(ip)) for ip in family}
         via = next((ip for ip in family if why[ip] is None), None)
         if via is None:
             detail = "".join(f" ({ip}: {why[ip]})" for ip in family)
@@ -283,7 +225,7 @@ def static_routes(
 
 
 def vxlan_peers(
-    config: AgentConfig, nodes: tuple[Node, ...], prefixes: dict[str, list[IPNetwork]]
+    config: AgentConfig, nodes: Sequence[Node], prefixes: Mapping[str, Sequence[IPNetwork]]
 ) -> tuple[VtepDevice | None, tuple[VxlanPeer, ...], list[Refusal]]:
     """Every served node in vxlan mode becomes a flannel peer of the switch's VTEP. Overlay nodes
     are reached over the underlay, so, unlike static nodes, they need not sit behind a port."""

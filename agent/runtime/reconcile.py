@@ -30,6 +30,7 @@ from agent.informers.informer import Informer
 from agent.informers.lldp import LldpPoller
 from agent.informers.pods import PodWatcher
 from agent.plan.build import plan
+from agent.plan.incremental import PlanCache
 from agent.plan.model import DataplaneDesired, FrrDesired, Plan, originated_only
 from agent.status.headroom import HeadroomMonitor
 from agent.status.metrics import Metrics
@@ -148,8 +149,13 @@ class PlanInputs:
     programmed: Collection[str]
 
 
-def plan_cluster(config: AgentConfig, inputs: PlanInputs) -> tuple[ClusterState, Plan]:
-    """cluster_state() then plan(): pure, so it may run in a worker thread."""
+def plan_cluster(config: AgentConfig, inputs: PlanInputs,
+                 cache: PlanCache | None = None) -> tuple[ClusterState, Plan]:
+    """cluster_state() then plan(), through `cache` when given (the same result, with work
+    proportional to what changed since its last plan); may run in a worker thread."""
+    if cache is not None:
+        return cache.plan(config, inputs.nodes, inputs.neighbors, capacity=inputs.capacity,
+                          programmed=inputs.programmed)
     cluster = cluster_state(inputs.nodes)
     return cluster, plan(config, cluster, inputs.neighbors, capacity=inputs.capacity,
                          programmed=inputs.programmed)
@@ -176,6 +182,7 @@ class Reconciler:
         self.on_reconciled = on_reconciled  # publishes the status (and READY=1 the first time)
         self._lock = asyncio.Lock()  # the only apply lock
         self._programmed: tuple[str, ...] = ()  # nodes whose entries the hardware holds
+        self._plan_cache = PlanCache()  # what the last plan derived, for the next one
         self._known_refusals: set[str] = set()
         self.retry_first_seconds = RETRY_FIRST_SECONDS
         self._failures = 0  # failed passes in a row
@@ -209,7 +216,8 @@ class Reconciler:
             capacity=dict(self.headroom.capacity),
             programmed=self._programmed,
         )
-        cluster, new = await asyncio.to_thread(plan_cluster, self.config, inputs)
+        cluster, new = await asyncio.to_thread(plan_cluster, self.config, inputs,
+                                               self._plan_cache)
         before_attachments = self.view.attachments()
         before_refusals = self.state.refusals()
         self.state.plan, self.state.cluster = new, cluster
