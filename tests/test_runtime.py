@@ -211,6 +211,27 @@ async def test_changes_during_an_apply_cause_exactly_one_more_pass(tmp_path: Pat
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_a_change_after_a_quiet_period_is_applied_at_once_and_the_next_waits_the_gap(
+    tmp_path: Path
+) -> None:
+    # frr.debounce_ms is the minimum gap between passes, not a wait before each one: with the
+    # largest allowed (10 s), the first change must still be applied at once.
+    cfg = config(tmp_path)
+    cfg = cfg.model_copy(update={"frr": cfg.frr.model_copy(update={"debounce_ms": 10_000})})
+    rt = Runtime(cfg)
+    task = asyncio.create_task(rt.reconciler.run())
+    try:
+        rt.list_nodes(node("n1", "10.244.1.0/24", "swp1", "2026-01-01T00:00:00Z"))
+        await until(lambda: len(rt.frr.applied) == 1, "the first pass, well before 10 s")
+        for _ in range(5):  # a burst right after: one more pass, not before the gap
+            rt.dirty.mark()
+        await asyncio.sleep(0.3)
+        assert len(rt.frr.applied) == 1 and rt.dirty.pending
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_resync_asking_for_a_second_look_gets_it_without_holding_the_lock(
     tmp_path: Path
 ) -> None:

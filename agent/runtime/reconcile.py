@@ -1,9 +1,10 @@
 """The reconcile loop: cluster state -> plan() -> appliers -> observed state.
 
-Single-flight and coalescing: changes mark `Dirty`; one loop waits a short debounce, plans from
-the latest state and applies (data plane first, so the routes FRR redistributes already exist,
-then FRR). Changes that arrive during an apply cause exactly one more pass, never a queue, so a
-flapping object cannot start a reload storm. The loop owns the only apply lock: applies and
+Single-flight and coalescing: changes mark `Dirty`; one loop plans from the latest state and
+applies (data plane first, so the routes FRR redistributes already exist, then FRR). The first
+change after a quiet period is applied at once; changes that arrive during a pass cause exactly
+one more pass, at least `frr.debounce_ms` after it, never a queue, so a flapping object cannot
+start a reload storm. The loop owns the only apply lock: applies and
 resyncs never overlap, and appliers take no lock of their own.
 
 Nothing is applied before the first complete Node list: an empty store would mean withdrawing
@@ -193,14 +194,26 @@ class Reconciler:
         return (self.dataplane, self.frr)
 
     async def run(self) -> None:
-        debounce = self.config.frr.debounce_ms / 1000.0
+        """Leading-edge coalescing: the first change after a quiet period is planned and
+        applied at once (a trailing debounce added its whole length to every change); changes
+        that arrive while a pass runs, or within `frr.debounce_ms` after it, become exactly one
+        more pass, started no sooner than `frr.debounce_ms` after the previous one ended. So a
+        burst costs at most two passes and never a queue, and a flapping object cannot drive
+        back-to-back reloads."""
+        gap = self.config.frr.debounce_ms / 1000.0
+        ended = float("-inf")  # no pass yet: the first change goes at once
         while True:
             await self.dirty.wait()
-            await asyncio.sleep(debounce)  # let the rest of a burst arrive
+            rest = ended + gap - time.monotonic()
+            if rest > 0:
+                await asyncio.sleep(rest)  # the rest of a burst joins this pass
             since = self.dirty.take()
             if not self.nodes.synced:
                 continue  # the first complete list marks dirty again
-            await self.reconcile(since)
+            try:
+                await self.reconcile(since)
+            finally:
+                ended = time.monotonic()
 
     async def reconcile(self, since: float | None = None) -> None:
         started = time.monotonic()

@@ -16,13 +16,16 @@ import logging
 import os
 import signal
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from agent.apply.frr import reload as reload_module
 from agent.apply.frr.reload import FrrApplier
 from agent.config import FrrConfig
 from agent.plan.model import FrrDesired, ServerPeer
+from agent.process import CommandResult, run_command
 from agent.runtime.reconcile import settled_resync
 from lab.agent_lab import CLAB_FILE, LEAF
 from lab.frr import pid_alive, read_pid
@@ -206,3 +209,91 @@ async def test_a_refused_global_line_fails_the_apply_as_before(
     assert not result.ok and result.action == "rejected", result
     assert "10.244.11.0/24" not in running(lab)
     assert result.refused == {}
+
+
+@pytest.fixture
+def commands(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every helper the applier runs (argv), recorded on the way to the real one."""
+    seen: list[list[str]] = []
+
+    async def recording(argv: list[str], limit: float) -> CommandResult:
+        seen.append(argv)
+        return await run_command(argv, limit)
+
+    monkeypatch.setattr(reload_module, "run_command", recording)
+    return seen
+
+
+def reload_runs(commands: list[list[str]]) -> int:
+    return sum(1 for argv in commands if argv[0].endswith("frr-reload.py"))
+
+
+async def test_a_change_after_a_confirmed_apply_is_its_delta_in_one_vtysh_call(
+    lab: Lab, applier: FrrApplier, commands: list[list[str]]
+) -> None:
+    """The fast path: after the syntax check, one vtysh call carries the delta and the
+    `show running-config` that confirms it; frr-reload.py does not run."""
+    assert (await applier.apply(peers_desired(
+        ("10.244.1.0/24",), ("10.244.2.0/24",), ("10.244.3.0/24",)))).ok
+    commands.clear()
+    # srv3's prefix replaced under the same seq, srv1 gains one, srv2 is cordoned.
+    desired = peers_desired(("10.244.1.0/24", "10.244.11.0/24"), ("10.244.2.0/24",),
+                            ("10.244.33.0/24",))
+    desired = replace(desired, server_peers=tuple(
+        replace(p, draining=True) if p.node == "srv2" else p for p in desired.server_peers))
+    result = await applier.apply(desired)
+    assert result.ok and result.action == "applied", result
+    assert reload_runs(commands) == 0 and len(commands) == 2, commands  # vtysh -C, the delta
+    assert "-C" in commands[0] and commands[1][-1] == "show running-config no-header"
+    config = running(lab)
+    assert "ip prefix-list KFA-NODE-swp3-V4 seq 10 permit 10.244.33.0/24" in config
+    assert "10.244.3.0/24" not in config
+    assert "ip prefix-list KFA-NODE-swp1-V4 seq 20 permit 10.244.11.0/24" in config
+    assert "set local-preference 0" in config
+    # Confirmed means frr-reload.py itself finds nothing left to do; the startup file is the
+    # candidate, written by the agent only.
+    with applier._staged(applier.last_applied or "") as staged:
+        assert (await applier.delta(staged, 200)).empty
+    assert lab.frr_conf_path(LEAF).read_text() == applier.last_applied
+    assert stage_leftovers(lab) == []
+
+
+async def test_a_hand_edit_since_the_last_apply_makes_the_fast_path_take_the_full_path(
+    lab: Lab, applier: FrrApplier, commands: list[list[str]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The in-process diff starts from the last confirmed text; FRR running anything else is
+    seen by the confirmation, and the full path (frr-reload.py, from FRR's own running config)
+    applies the change and undoes the edit."""
+    assert (await applier.apply(peers_desired(
+        ("10.244.1.0/24",), ("10.244.2.0/24",), ("10.244.3.0/24",)))).ok
+    lab.vtysh(LEAF, "configure terminal", "ip prefix-list HAND-MADE seq 5 permit 192.0.2.0/24")
+    commands.clear()
+    caplog.set_level(logging.INFO, logger="agent.apply.frr.reload")
+    result = await applier.apply(peers_desired(
+        ("10.244.1.0/24",), ("10.244.2.0/24",), ("10.244.34.0/24",)))
+    assert result.ok and result.action == "applied", result
+    assert "fast FRR apply missed" in caplog.text and "HAND-MADE" in caplog.text
+    assert reload_runs(commands) == 3  # --test, --reload, --test
+    config = running(lab)
+    assert "permit 10.244.34.0/24" in config and "HAND-MADE" not in config
+
+
+async def test_the_running_config_parses_in_process_as_frr_reload_parses_it(
+    lab: Lab, applier: FrrApplier
+) -> None:
+    """The fast path's confirmation reads `show running-config` without vtysh -m: the same
+    contexts as frr-reload.py's own load_from_show_running (which pipes it through vtysh -m)."""
+    assert (await applier.apply(peers_desired(
+        ("10.244.1.0/24",), ("10.244.2.0/24",), ("10.244.3.0/24",)))).ok
+    fast = await applier._fast_path()
+    assert fast is not None
+    module = fast.library.module
+    marked = module.Config(module.Vtysh("/usr/bin", pathspace=lab.pathspace(LEAF)))
+    marked.load_from_show_running(None)
+    # As the fast path asks (from the agent's namespace: the host name FRR shows is its own).
+    shown = await run_command([*fast.vtysh, "-c", "show running-config no-header"], 60)
+    ours = fast.library.parse_running(shown.stdout)
+    assert [(k, c.lines) for k, c in ours.contexts.items()] == [
+        (k, c.lines) for k, c in marked.contexts.items()]
+    assert any(k[0].startswith("router bgp") for k in ours.contexts)

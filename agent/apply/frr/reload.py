@@ -1,6 +1,10 @@
 """Apply a rendered frr.conf the way frr-reload.py does, and confirm FRR took it.
 
-Steps, each a mistake seen in other projects that drive FRR by reloading it (MetalLB, frr-k8s):
+A change after a confirmed apply first takes the fast path (agent.apply.frr.fast): after the
+syntax check (step 2), frr-reload.py's diff runs in-process against the last confirmed text, the
+delta is sent in one vtysh call and one `show running-config` confirms it; a miss there, and
+every first apply and drift repair, takes the full path below. Its steps, each a mistake seen
+in other projects that drive FRR by reloading it (MetalLB, frr-k8s):
 1. unchanged text since the last confirmed apply -> nothing to do (no reload, no flap);
 2. `vtysh -C -f candidate` checks syntax before anything touches FRR;
 3. `frr-reload.py --test` computes the delta; an empty delta is not reloaded;
@@ -24,9 +28,9 @@ agent alone replaces the startup file, and only with a confirmed config.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -36,7 +40,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.apply.contract import ApplyResult, NothingOfItsOwn, TableCounts
-from agent.apply.frr import narrow
+from agent.apply.frr import library, narrow
+from agent.apply.frr.delta import Delta, parse_delta
+from agent.apply.frr.fast import FastPath, Miss
 from agent.apply.frr.narrow import Complaint
 from agent.apply.frr.render import UnsafeValue, render_frr
 from agent.apply.frr.timeouts import Timeouts
@@ -46,9 +52,6 @@ from agent.process import CommandResult, run_command
 
 log = logging.getLogger(__name__)
 
-# Lines frr-reload.py always reports but that can never converge: under a pathspace FRR shows the
-# system hostname whatever `hostname` says, and the version/defaults lines cannot be removed.
-_ALWAYS_DIFFERENT = re.compile(r"^(no )?(hostname |frr version |frr defaults )")
 # Where FRR keeps vtysh.conf (Debian, SONiC, Cumulus); with a pathspace in a folder of its name.
 FRR_SYSCONFDIR = Path("/etc/frr")
 # Drift must outlive this before it is repaired: a daemon that watchfrr restarts reloads the
@@ -60,54 +63,6 @@ NARROW_ROUNDS = 2
 # When FRR names no line, changed peers are checked one at a time (one `vtysh -C` each, ~50 ms):
 # beyond this many changed at once, the apply fails as before rather than take seconds.
 ELIMINATION_MAX = 16
-
-
-@dataclass(frozen=True)
-class Delta:
-    to_delete: tuple[str, ...]
-    to_add: tuple[str, ...]
-
-    @property
-    def empty(self) -> bool:
-        return not self.to_delete and not self.to_add
-
-    def summary(self, limit: int = 12) -> str:
-        lines = [f"- {x}" for x in self.to_delete] + [f"+ {x}" for x in self.to_add]
-        more = f" (+{len(lines) - limit} more)" if len(lines) > limit else ""
-        return "; ".join(lines[:limit]) + more
-
-
-def parse_delta(output: str) -> Delta:
-    """The 'Lines To Delete' / 'Lines To Add' sections of `frr-reload.py --test`."""
-    sections: dict[str, list[str]] = {"delete": [], "add": []}
-    current: str | None = None
-    context: list[str] = []
-    for raw in output.splitlines():
-        if raw.startswith("Lines To Delete"):
-            current, context = "delete", []
-            continue
-        if raw.startswith("Lines To Add"):
-            current, context = "add", []
-            continue
-        if current is None or not raw.strip() or set(raw.strip()) == {"="}:
-            continue
-        if re.match(r"^\d{4}-\d\d-\d\d ", raw):  # a log line interleaved by frr-reload.py
-            continue
-        depth = len(raw) - len(raw.lstrip(" "))
-        context = context[:depth] if depth else []
-        line = raw.strip()
-        # Nested lines only mean something with their context ("router bgp 65101" > ...).
-        full = " > ".join([*context, line]) if depth else line
-        if depth:
-            context.append(line)
-        else:
-            context = [line]
-        if not _ALWAYS_DIFFERENT.match(line):
-            sections[current].append(full)
-    # A context line is listed only because a nested line changed; keep only the leaves.
-    def leaves(items: list[str]) -> tuple[str, ...]:
-        return tuple(x for x in items if not any(y.startswith(x + " > ") for y in items))
-    return Delta(leaves(sections["delete"]), leaves(sections["add"]))
 
 
 class FrrApplyError(Exception):
@@ -151,7 +106,7 @@ class FrrApplier(NothingOfItsOwn):
     name = "frr"
 
     def __init__(self, cfg: FrrConfig, drift_settle_seconds: float = DRIFT_SETTLE_SECONDS,
-                 timeouts: Timeouts | None = None) -> None:
+                 timeouts: Timeouts | None = None, fast: bool = True) -> None:
         self.cfg = cfg
         self.config_file = Path(cfg.config_file)
         self.drift_settle_seconds = drift_settle_seconds
@@ -167,6 +122,24 @@ class FrrApplier(NothingOfItsOwn):
         # (rendered desired, the narrowed text applied for it): the same desired again is
         # "unchanged", not another round of checks.
         self._narrowed: tuple[str, str] | None = None
+        # The fast path, loaded on first use (start() or the first change after a confirmed
+        # apply); False once it is known unavailable, or if the caller wants the full path only.
+        self._fast: FastPath | bool | None = None if fast else False
+
+    async def start(self) -> None:
+        await self._fast_path()
+
+    async def _fast_path(self) -> FastPath | None:
+        if self._fast is None:
+            try:
+                lib = await asyncio.to_thread(library.load, Path(self.cfg.reload_script))
+                self._fast = FastPath(lib, [self.cfg.vtysh, *self._pathspace()], self.timeouts,
+                                      self._run)
+            except library.LibraryUnavailable as exc:
+                log.warning("FRR fast apply path off, every change takes frr-reload.py's full "
+                            "path (~1 s): %s", exc)
+                self._fast = False
+        return self._fast or None
 
     def _pathspace(self) -> list[str]:
         return ["-N", self.cfg.pathspace] if self.cfg.pathspace else []
@@ -333,6 +306,18 @@ class FrrApplier(NothingOfItsOwn):
                 return _result(False, "rejected", started, t0, error=str(exc)), objection
             except FrrApplyError as exc:  # vtysh hung: not a refusal
                 return _result(False, "failed", started, t0, error=str(exc)), None
+            fast = await self._fast_path() if self.last_applied is not None else None
+            if fast is not None and self.last_applied is not None:
+                try:
+                    applied = await fast.apply(self.last_applied, text)
+                except (Miss, FrrApplyError) as exc:
+                    # FRR may run part of the delta: the full path diffs against what it runs.
+                    log.info("fast FRR apply missed, taking the full path: %s", exc)
+                else:
+                    _atomic_replace(candidate, self.config_file)
+                    self.last_applied = text
+                    return _result(True, "applied" if not applied.empty else "in-sync",
+                                   started, t0, applied), None
             objection = None
             try:
                 before = await self.delta(candidate, lines)
