@@ -345,12 +345,21 @@ class Soak:
             flag.unlink()
 
     def fault_reload_hang(self) -> None:
+        """A hung frr-reload.py lasts until the agent kills it (its per-command timeout): the
+        fault ends when the last hung one is gone, and that wait is reported on its own."""
         flag = self.workdir / "reload.hang"
         flag.touch()
         try:
             self.hold(self.rng.uniform(5, 15))
         finally:
             flag.unlink()
+        start = time.monotonic()
+        while _hung_reloads() and time.monotonic() - start < 120:
+            self.check()
+            time.sleep(0.5)
+        if _hung_reloads():
+            self.tally.violate(self.started, "a hung frr-reload.py was never killed")
+        self.tally.recover["hung reload killed"].append(time.monotonic() - start)
 
     def fault_sigterm(self) -> None:
         pid = self.agent_pid()
@@ -403,6 +412,12 @@ def _health(env: AgentLab) -> str | None:
         return json.loads(res.stdout).get("health")
     except ValueError:
         return None
+
+
+def _hung_reloads() -> list[int]:
+    """The reload wrapper's hung stand-ins still running (`sleep 3600`)."""
+    out = subprocess.run(["pgrep", "-x", "-f", "sleep 3600"], capture_output=True, text=True)
+    return [int(pid) for pid in out.stdout.split()]
 
 
 def _rss_kib(pid: int) -> int | None:
@@ -490,7 +505,7 @@ def summary(tally: Tally) -> dict[str, Any]:
         "checks": tally.checks,
         "converge_seconds": {k: {"n": len(v), "median": round(statistics.median(v), 2),
                                  "max": round(max(v), 2)} for k, v in tally.converge.items()},
-        "frr_kill_recovery_seconds": {k: {"n": len(v), "median": round(statistics.median(v), 2),
+        "recovery_seconds": {k: {"n": len(v), "median": round(statistics.median(v), 2),
                                           "max": round(max(v), 2)}
                                       for k, v in tally.recover.items()},
         "sigterm_exit_seconds_max": round(max(tally.stop_seconds), 2)
