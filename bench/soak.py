@@ -361,7 +361,8 @@ class Soak:
             self.tally.violate(self.started, "a hung frr-reload.py was never killed")
         self.tally.recover["hung reload killed"].append(time.monotonic() - start)
 
-    def fault_sigterm(self) -> None:
+    def stop_agent(self) -> None:
+        """SIGTERM: exit 0 within 5 s."""
         pid = self.agent_pid()
         assert self.env.agent_proc is not None
         start = time.monotonic()
@@ -378,7 +379,31 @@ class Soak:
         if code is None:
             self.env.agent_proc.kill()
             self.env.agent_proc.wait()
-        self.env.start_agent()  # what systemd's Restart=always does
+
+    def fault_sigterm(self) -> None:
+        """SIGTERM and a restart, as systemd's Restart=always does."""
+        self.stop_agent()
+        self.env.start_agent()
+
+    def fault_sigterm_while_hung(self) -> None:
+        """SIGTERM while an FRR helper hangs: the agent must still stop within 5 s, and take
+        the hung helper's process group with it (orphaned vtysh children used to hold it up
+        for 13-23 s)."""
+        flag = self.workdir / "reload.hang"
+        flag.touch()
+        try:
+            start = time.monotonic()
+            while not _hung_reloads() and time.monotonic() - start < 60:
+                self.churn()
+                time.sleep(0.5)
+            if not _hung_reloads():
+                self.tally.violate(self.started, "sigterm-while-hung: no reload ever hung")
+            self.stop_agent()
+            if _hung_reloads():
+                self.tally.violate(self.started, "SIGTERM left a hung helper behind")
+        finally:
+            flag.unlink(missing_ok=True)
+        self.env.start_agent()
 
     def fault_sighup(self) -> None:
         pid = self.agent_pid()
@@ -403,7 +428,7 @@ class Soak:
 
 
 FAULTS = ("api-stall", "api-garbage", "api-gone", "api-errors", "bgpd-kill", "zebra-kill",
-          "reload-fail", "reload-hang", "sigterm", "sighup", "full-disk")
+          "reload-fail", "reload-hang", "sigterm", "sigterm-while-hung", "sighup", "full-disk")
 
 
 def _health(env: AgentLab) -> str | None:
