@@ -53,15 +53,18 @@ def sample(stub: pb_grpc.FabricStatusStub, stop: threading.Event, out: list[floa
 
 def create_nodes(base_url: str, count: int, workers: int = 8) -> float:
     start = time.monotonic()
+    local = threading.local()  # one connection per worker, not one per Node
 
     def make(i: int) -> None:
-        with KubeApiClient(base_url) as api:
-            cidr = ipaddress.ip_network("10.244.128.0/31")
-            cidr = ipaddress.ip_network(f"{cidr.network_address + 2 * i}/31")  # pod space
-            api.create_node(f"burst-{i}", pod_cidrs=[str(cidr)],
-                            internal_ip=f"172.{16 + i // 65536}.{i // 256 % 256}.{i % 256}",
-                            annotations={"kube-fabric-agent.io/switch-port":
-                                         f"leaf{2 + i // 48}/swp{1 + i % 48}"})
+        if not hasattr(local, "api"):
+            local.api = KubeApiClient(base_url)
+        api = local.api
+        cidr = ipaddress.ip_network("10.244.128.0/31")
+        cidr = ipaddress.ip_network(f"{cidr.network_address + 2 * i}/31")  # pod space
+        api.create_node(f"burst-{i}", pod_cidrs=[str(cidr)],
+                        internal_ip=f"192.168.{100 + i // 256}.{i % 256}",
+                        annotations={"kube-fabric-agent.io/switch-port":
+                                     f"leaf{2 + i // 48}/swp{1 + i % 48}"})
 
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         for chunk in range(0, count, 500):
@@ -77,7 +80,8 @@ def quantiles(values: list[float]) -> str:
 
 
 def run(nodes: int, seconds: float) -> int:
-    with AgentLab(prefix="burst") as env:
+    # Every Node's InternalIP in fabric.node_networks, as in a cluster configured for it.
+    with AgentLab(prefix="burst", node_networks=["192.168.0.0/16"]) as env:
         for name in SERVERS:
             env.add_server_node(name)
         env.wait(lambda: env.status().get("frr_last_apply"), 60.0, "the agent's first apply")
