@@ -20,6 +20,7 @@ from agent.cluster.selector import select
 from agent.config import AgentConfig, ConfigError, config_warnings, load_config
 from agent.errors import EXIT_CONFIG, EXIT_INPUT, StartupError
 from agent.plan.build import plan
+from agent.status.view import agent_version
 
 
 def _load_or_exit(path: str) -> AgentConfig:
@@ -100,6 +101,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fabric-agent", description=__doc__)
+    # The installed distribution's version (pip or the Debian package): what a bug report needs.
+    parser.add_argument("--version", action="version", version=f"%(prog)s {agent_version()}")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -62,6 +62,7 @@ from agent.status.server import (
     status_from_proto,
     vtep_from_proto,
 )
+from agent.status.view import agent_version
 from agent.vocabulary import EVENT_KINDS
 
 EXIT_OK = 0
@@ -475,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
         "4 permission denied, 5 not found, 6 timeout",
     )
     common(parser, top=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {agent_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {
         "status": "health, Kubernetes connection, last applies, refusals",

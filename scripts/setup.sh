@@ -5,18 +5,33 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(frr frr-pythontools lldpd iproute2 socat procps iputils-ping redis-server)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing Debian packages: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# Packaging and alert-rule tests: build the .deb (debian/control's Build-Depends), lint it,
+# install it into a Debian 12 root (mmdebstrap), test the completion in bash, run promtool
+# (only Debian's prometheus package has it). Without recommends: no node exporter.
+tools=(debhelper dh-virtualenv python3-venv lintian mmdebstrap bash-completion man-db prometheus)
+missing() {
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+updated=
+install() {
+  local flags=$1
+  shift
+  [ $# -gt 0 ] || return 0
+  echo "installing Debian packages: $*"
+  [ -n "$updated" ] || { apt-get update -qq; updated=1; }
+  # shellcheck disable=SC2086 # flags is a list of options
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $flags "$@" >/dev/null
+}
+mapfile -t todo < <(missing "${packages[@]}")
+install "" "${todo[@]}"
+mapfile -t todo < <(missing "${tools[@]}")
+install --no-install-recommends "${todo[@]}"
 # The packaged FRR and lldpd services are not used: the lab starts its own instances per
-# namespace. Stop them if the package scripts started any, so they hold no sockets.
-for svc in frr lldpd redis-server; do
+# namespace; nor is Prometheus (only promtool is). Stop them if the package scripts started
+# any, so they hold no sockets.
+for svc in frr lldpd redis-server prometheus; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi
