@@ -19,10 +19,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-import os
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from agent import validate
@@ -32,14 +31,7 @@ from agent.cluster.pod_index import PodIndex, parse_pod, slim_pod
 from agent.config import AgentConfig, parse_config
 from agent.plan.build import HostRouteRules, plan
 from agent.vocabulary import FLANNEL_PREFIX, ROUTING_ANNOTATION, SWITCH_PORT_ANNOTATION
-
-settings.register_profile(
-    "ci", max_examples=200, deadline=None, derandomize=True, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile(
-    "deep", max_examples=20000, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-FUZZ = settings.get_profile(os.environ.get("KFA_FUZZ_PROFILE", "ci"))
+from tests.fuzz_profiles import FUZZ
 
 SERVER_PORTS = ["swp1", "swp2", "swp3", "swp4"]
 BASE = {

@@ -13,11 +13,10 @@ CI runs a fixed derandomized profile (KFA_FUZZ_PROFILE=deep hunts longer), as te
 from __future__ import annotations
 
 import ipaddress
-import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.cluster.nodes import IPNetwork, Node, Refusal, cluster_state
@@ -26,14 +25,7 @@ from agent.plan.build import plan
 from agent.plan.incremental import PlanCache
 from agent.plan.ownership import HostRouteRules, admitted_prefixes, host_prefix
 from agent.vocabulary import FLANNEL_PREFIX, ROUTING_ANNOTATION, SWITCH_PORT_ANNOTATION
-
-settings.register_profile(
-    "ci", max_examples=200, deadline=None, derandomize=True, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile(
-    "deep", max_examples=20000, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-FUZZ = settings.get_profile(os.environ.get("KFA_FUZZ_PROFILE", "ci"))
+from tests.fuzz_profiles import FUZZ
 
 NAMES = [f"n{i}" for i in range(7)] + ["n0.example.com", "N1"]
 STAMPS = ["", "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "2026-01-02T00:00:00Z"]
