@@ -1,9 +1,13 @@
 """The lab with the agent running on leaf1: what the integration tests and the main job share.
 
-Brings up containerlab/leaf-servers.clab.yml in namespaces, starts the Kubernetes API test
-server on the host (its objects survive a restart through a state file, as etcd's would),
-relays 127.0.0.1:6443 inside leaf1 to it, writes the agent's config and kubeconfig, and runs
-`fabric-agent run` inside leaf1 exactly as systemd would run it on a switch.
+Brings up containerlab/leaf-servers.clab.yml in namespaces, starts a Kubernetes API on the
+host, relays 127.0.0.1:6443 inside leaf1 to it, writes the agent's config and kubeconfig, and
+runs `fabric-agent run` inside leaf1 exactly as systemd would run it on a switch.
+
+The API is a real kube-apiserver + etcd (lab/controlplane.py) when lab/k8s/build.sh has built
+them: the agent then authenticates with a ServiceAccount token bound by examples/rbac.yaml.
+Otherwise (``api="test"``, or "auto" before the build) it is the API test server (lab/kubeapi),
+which the tests keep for faults a real server cannot be made to produce on demand.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from lab import controlplane
+from lab.controlplane import ControlPlane
 from lab.kubeapi.client import KubeApiClient
 from lab.netns import Lab
 from lab.topotest import wait_until
@@ -31,6 +37,8 @@ CLAB_FILE = REPO / "containerlab" / "leaf-servers.clab.yml"
 LEAF = "leaf1"
 LEAF_ASN = 65101
 API_PORT_IN_LEAF = 6443
+RBAC_FILE = REPO / "examples" / "rbac.yaml"
+AGENT_SA = ("kube-fabric-agent", "kube-fabric-agent")  # namespace, ServiceAccount (RBAC_FILE)
 
 # The Nodes of the lab's servers, as their kubelets would register them.
 SERVERS = {
@@ -106,7 +114,14 @@ def agent_config(lab: Lab, workdir: Path, **fabric_extra: Any) -> dict[str, Any]
 
 class AgentLab:
     def __init__(self, prefix: str | None = None, config_extra: dict[str, Any] | None = None,
-                 **fabric_extra: Any) -> None:
+                 api: str = "auto", **fabric_extra: Any) -> None:
+        if api == "auto":
+            api = "real" if controlplane.binaries_built() else "test"
+        if api not in ("real", "test"):
+            raise ValueError(f"api must be 'real', 'test' or 'auto', not {api!r}")
+        #: "real": kube-apiserver + etcd; "test": the API test server (faults on demand).
+        self.api_kind = api
+        self.control_plane: ControlPlane | None = None
         self.lab = Lab.from_file(CLAB_FILE, prefix=prefix)
         self.workdir = Path(tempfile.mkdtemp(prefix="kfa-agent-lab-"))
         self.fabric_extra = fabric_extra
@@ -139,11 +154,43 @@ class AgentLab:
     def down(self) -> None:
         if self.k8s is not None:
             self.k8s.close()
+        if self.control_plane is not None:
+            self.control_plane.stop()
         self.lab.down()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    # -- the Kubernetes API test server --------------------------------------------------------
+    # -- the Kubernetes API ----------------------------------------------------------------------
     def start_api(self) -> None:
+        """Start the API (at first, or again on the same port after stop_api())."""
+        if self.api_kind == "real":
+            self._start_real_api()
+        else:
+            self._start_test_api()
+
+    def _start_real_api(self) -> None:
+        if self.control_plane is None:
+            self.control_plane = ControlPlane(self.workdir / "k8s", spawn=self.lab.spawn)
+            self.control_plane.start()
+            self.control_plane.apply_file(RBAC_FILE)
+            self.write_agent_token(self.control_plane.issue_token(*AGENT_SA, seconds=86400))
+        else:
+            self.control_plane.start_apiserver()
+        self.api_port = self.control_plane.port
+        if self.k8s is None:
+            self.k8s = self.control_plane.client()
+
+    @property
+    def token_file(self) -> Path:
+        return self.workdir / "agent.token"
+
+    def write_agent_token(self, token: str) -> None:
+        """Replace the agent's ServiceAccount token file atomically (a rotation)."""
+        tmp = self.token_file.with_suffix(".tmp")
+        tmp.write_text(token)
+        tmp.chmod(0o600)
+        tmp.replace(self.token_file)
+
+    def _start_test_api(self) -> None:
         port_file = self.workdir / "api.port"
         port_file.unlink(missing_ok=True)
         argv = [
@@ -173,6 +220,10 @@ class AgentLab:
     def other_api_replica(self) -> Iterator[KubeApiClient]:
         """A second API server on the same state (another apiserver replica behind the same
         etcd), for writes the agent's server never sees as watch events."""
+        if self.control_plane is not None:
+            with self.control_plane.replica() as client:
+                yield client
+            return
         port_file = self.workdir / "replica.port"
         port_file.unlink(missing_ok=True)
         state = self.workdir / "api-state.json"
@@ -188,6 +239,9 @@ class AgentLab:
             proc.wait(timeout=10)
 
     def stop_api(self) -> None:
+        if self.control_plane is not None:
+            self.control_plane.stop_apiserver()
+            return
         assert self.api_proc is not None
         self.api_proc.terminate()
         self.api_proc.wait(timeout=10)
@@ -199,21 +253,20 @@ class AgentLab:
 
     def add_server_node(self, name: str, **overrides: Any) -> dict[str, Any]:
         srv = SERVERS[name]
-        annotations = {"kube-fabric-agent.io/switch-port": f"{LEAF}/{srv['port']}"}
-        return self.api.create_node(
-            name,
-            annotations=annotations,
-            pod_cidrs=[srv["cidr"]],
-            internal_ip=srv["ip"],
+        fields: dict[str, Any] = {
+            "annotations": {"kube-fabric-agent.io/switch-port": f"{LEAF}/{srv['port']}"},
+            "pod_cidrs": [srv["cidr"]],
+            "internal_ip": srv["ip"],
             **overrides,
-        )
+        }
+        return self.api.create_node(name, **fields)
 
-    def add_static_node(self, name: str) -> dict[str, Any]:
+    def add_static_node(self, name: str, cidr: str | None = None) -> dict[str, Any]:
         node = STATIC_NODES[name]
         return self.api.create_node(name, annotations={
             "kube-fabric-agent.io/switch-port": f"{LEAF}/{node['port']}",
             "kube-fabric-agent.io/routing": "static"},
-            pod_cidrs=[node["cidr"]], internal_ip=node["ip"])
+            pod_cidrs=[cidr or node["cidr"]], internal_ip=node["ip"])
 
     def add_flannel_node(self, name: str) -> dict[str, Any]:
         node = FLANNEL_NODES[name]
@@ -223,7 +276,20 @@ class AgentLab:
 
     # -- the agent -----------------------------------------------------------------------------
     def _write_agent_files(self) -> None:
-        kubeconfig = {
+        if self.control_plane is not None:
+            kubeconfig = self.control_plane.kubeconfig(
+                f"https://127.0.0.1:{API_PORT_IN_LEAF}", self.token_file)
+        else:
+            kubeconfig = self._test_api_kubeconfig()
+        (self.workdir / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+        config = agent_config(self.lab, self.workdir, **self.fabric_extra)
+        for section, values in self.config_extra.items():
+            config[section] = {**config.get(section, {}), **values}
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    @staticmethod
+    def _test_api_kubeconfig() -> dict[str, Any]:
+        return {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
@@ -233,11 +299,6 @@ class AgentLab:
             "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "agent"}}],
             "current-context": "lab",
         }
-        (self.workdir / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
-        config = agent_config(self.lab, self.workdir, **self.fabric_extra)
-        for section, values in self.config_extra.items():
-            config[section] = {**config.get(section, {}), **values}
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     @property
     def config_path(self) -> Path:
@@ -366,9 +427,16 @@ class AgentLab:
         tail = path.read_text(errors="replace").splitlines()[-lines:]
         return f"agent log ({path}), last {len(tail)} lines:\n" + "\n".join(tail)
 
+    def api_description(self) -> str:
+        if self.control_plane is not None:
+            return self.control_plane.summary()
+        return ("API test server (lab/kubeapi): the real kube-apiserver is not built; "
+                "lab/k8s/build.sh builds it")
+
     def describe(self) -> str:
         """What an engineer would look at first: sessions, routes, the agent's own status."""
-        out = [self.lab.vtysh(LEAF, "show bgp ipv4 unicast summary wide")]
+        out = [f"Kubernetes API: {self.api_description()}",
+               self.lab.vtysh(LEAF, "show bgp ipv4 unicast summary wide")]
         out.append("leaf1 kernel routes to pods:")
         for dst, r in sorted(self.kernel_routes().items()):
             if dst.startswith(("10.244.", "192.168.10.", "10.99.")):

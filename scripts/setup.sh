@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the lab and the tests need on a fresh Debian 12 machine (run as root):
 # Debian packages, then a virtualenv in .venv with the agent and its test dependencies.
+# With --k8s (the test command), also the real kube-apiserver, etcd and grpcurl the
+# integration tests run against (lab/k8s/build.sh: Go, cached by version outside the tree; a
+# cold build takes 10-20 min on 2 cores, nothing once cached). The main job does not wait for
+# that build: it uses the binaries when they are there, else the API test server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(frr frr-pythontools lldpd iproute2 socat procps iputils-ping redis-server)
+packages=(frr frr-pythontools lldpd iproute2 socat procps iputils-ping redis-server openssl)
 # Packaging and alert-rule tests: build the .deb (debian/control's Build-Depends), lint it,
 # install it into a Debian 12 root (mmdebstrap), test the completion in bash, run promtool
 # (only Debian's prometheus package has it). Without recommends: no node exporter.
@@ -42,3 +46,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/pip install -q -e '.[test]'
+
+if [ "${1:-}" = "--k8s" ]; then
+  command -v go >/dev/null || { echo "Go is needed to build kube-apiserver and etcd" >&2; exit 1; }
+  bash lab/k8s/build.sh
+fi

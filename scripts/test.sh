@@ -7,6 +7,6 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "run as root: the integration tests build network namespaces and start FRR" >&2
   exit 1
 fi
-bash scripts/setup.sh
+bash scripts/setup.sh --k8s
 .venv/bin/ruff check agent lab tests bench
 exec .venv/bin/pytest -ra -p no:cacheprovider "$@" tests

@@ -26,11 +26,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-    ProtoReflectionDescriptorDatabase,
-)
 
 from agent import fabricctl
 from agent.status.grpc_gen import status_pb2 as pb
@@ -45,6 +41,7 @@ from agent.status.server import (
 )
 from lab.kubeapi.client import wait_for
 from tests.fake_status import FakeProvider
+from tests.grpcurl import grpcurl, grpcurl_json
 
 REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).parent / "fabricctl"
@@ -405,33 +402,21 @@ async def test_the_socket_group_grants_access(sock_dir: Path) -> None:
 # ---- plain gRPC clients: reflection, health, event streams ----
 
 
-def _reflect_and_call(target: str) -> tuple[list[str], Any]:
-    """What grpcurl does: discover the service by reflection, build the request from the
-    served descriptors (not from agent.status.grpc_gen) and call GetStatus."""
-    with grpc.insecure_channel(target) as channel:
-        database = ProtoReflectionDescriptorDatabase(channel)
-        services = list(database.get_services())
-        pool = descriptor_pool.DescriptorPool(database)
-        method = pool.FindServiceByName(SERVICE_NAME).methods_by_name["GetStatus"]
-        request_class = message_factory.GetMessageClass(method.input_type)
-        response_class = message_factory.GetMessageClass(method.output_type)
-        assert response_class is not pb.GetStatusResponse
-        call = channel.unary_unary(
-            f"/{SERVICE_NAME}/GetStatus",
-            request_serializer=request_class.SerializeToString,
-            response_deserializer=response_class.FromString,
-        )
-        return services, call(request_class(), timeout=10)
-
-
-async def test_reflection_lists_the_service_and_serves_its_descriptors(served: Served) -> None:
-    services, reply = await asyncio.to_thread(_reflect_and_call, served.target)
+async def test_grpcurl_lists_describes_and_calls_through_reflection(served: Served) -> None:
+    """grpcurl knows nothing of the agent but what reflection serves."""
+    listed = await asyncio.to_thread(grpcurl, served.path, "list")
+    assert listed.returncode == 0, listed.stderr
     assert SERVICE_NAME == "kube_fabric_agent.v1.FabricStatus"
-    assert {SERVICE_NAME, "grpc.health.v1.Health",
-            "grpc.reflection.v1alpha.ServerReflection"} <= set(services)
-    health_enum = reply.DESCRIPTOR.fields_by_name["health"].enum_type
-    assert health_enum.values_by_number[reply.health].name == "HEALTH_OK"
-    assert reply.version == "0.1.0" and reply.kubernetes.nodes == 212
+    assert {SERVICE_NAME, "grpc.health.v1.Health"} <= set(listed.stdout.split())
+    described = await asyncio.to_thread(grpcurl, served.path, "describe", SERVICE_NAME)
+    assert described.returncode == 0, described.stderr
+    assert "rpc GetStatus" in described.stdout and "rpc WatchEvents" in described.stdout
+    health = await asyncio.to_thread(grpcurl_json, served.path, "grpc.health.v1.Health/Check",
+                                     data={"service": SERVICE_NAME})
+    assert health == {"status": "SERVING"}
+    reply = await asyncio.to_thread(grpcurl_json, served.path, f"{SERVICE_NAME}/GetStatus")
+    assert reply["health"] == "HEALTH_OK"
+    assert reply["version"] == "0.1.0" and reply["kubernetes"]["nodes"] == 212
 
 
 async def test_health_checking(served: Served) -> None:

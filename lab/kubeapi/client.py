@@ -91,7 +91,12 @@ def make_pod(
 
 
 class KubeApiClient:
-    """Synchronous client for the test server over TCP or a unix socket."""
+    """Synchronous client for the tests' own writes, to the test server (TCP or a unix socket)
+    or to a real kube-apiserver (TLS verified against ``verify``, a CA file).
+
+    It writes the way kubelets do on a real server: status through the status subresource,
+    since a create or an update of the object itself resets or ignores it there.
+    """
 
     def __init__(
         self,
@@ -99,13 +104,16 @@ class KubeApiClient:
         *,
         uds: str | None = None,
         token: str | None = None,
-        timeout: float = 5.0,
+        timeout: float = 10.0,
+        verify: str | bool = True,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        transport = httpx.HTTPTransport(uds=uds) if uds else None
+        transport = httpx.HTTPTransport(uds=uds, verify=verify) if uds else None
         self._http = httpx.Client(
-            base_url=base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport,
+            verify=verify,
         )
+        self._namespaces: set[str] = {"default"}
 
     def close(self) -> None:
         self._http.close()
@@ -151,7 +159,8 @@ class KubeApiClient:
             internal_ip=internal_ip,
             unschedulable=unschedulable,
         )
-        return self.request("POST", "/api/v1/nodes", node)
+        created = self.request("POST", "/api/v1/nodes", node)
+        return self.set_status(f"/api/v1/nodes/{name}", node["status"], created)
 
     def get_node(self, name: str) -> dict:
         return self.request("GET", f"/api/v1/nodes/{name}")
@@ -165,7 +174,8 @@ class KubeApiClient:
         return self.request("DELETE", f"/api/v1/nodes/{name}")
 
     def list_nodes(self, **params: str) -> dict:
-        return self._http.get("/api/v1/nodes", params=params).json()
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return self.request("GET", f"/api/v1/nodes?{query}" if query else "/api/v1/nodes")
 
     def create_pod(
         self,
@@ -180,10 +190,52 @@ class KubeApiClient:
         pod = make_pod(
             name, namespace, node_name=node_name, labels=labels, pod_ip=pod_ip, phase=phase
         )
-        return self.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        self.ensure_namespace(namespace)
+        created = self.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        return self.set_status(f"/api/v1/namespaces/{namespace}/pods/{name}", pod["status"],
+                               created)
+
+    def set_status(self, path: str, status: dict, created: dict) -> dict:
+        """Write ``status`` through the status subresource unless the create kept it (a real
+        server resets a new Pod's status to Pending and may drop a Node's)."""
+        if all(created.get("status", {}).get(k) == v for k, v in status.items()):
+            return created
+        return self.request("PATCH", f"{path}/status", {"status": status},
+                            "application/merge-patch+json")
+
+    def ensure_namespace(self, namespace: str) -> None:
+        """A real server refuses Pods in a namespace that does not exist; the test server
+        has no namespaces (and answers 404 for the path)."""
+        if namespace in self._namespaces:
+            return
+        try:
+            self.request("POST", "/api/v1/namespaces", {
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        except ApiStatusError as err:
+            if err.code not in (404, 405, 409):
+                raise
+        self._namespaces.add(namespace)
+
+    def create(self, obj: dict, *, exist_ok: bool = False) -> dict | None:
+        """Create any object (RBAC, ServiceAccounts, ...) at the path its kind implies."""
+        api_version, kind = obj["apiVersion"], obj["kind"]
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        namespace = obj.get("metadata", {}).get("namespace")
+        if namespace:
+            base += f"/namespaces/{namespace}"
+        try:
+            return self.request("POST", f"{base}/{kind.lower()}s", obj)
+        except ApiStatusError as err:
+            if exist_ok and err.code == 409:
+                return None
+            raise
 
     def delete_pod(self, name: str, namespace: str = "default") -> dict:
-        return self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        """Delete at once, as the kubelet's final delete does: with the default grace period a
+        real server only marks a Pod bound to a node as terminating and waits for its kubelet,
+        and the lab has no kubelets."""
+        return self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}",
+                            {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0})
 
     def admin(self, op: str, body: Any = None) -> Any:
         """POST /_test/<op>: admin("compact"), admin("inject/nodes", obj), admin("hang", {...})."""

@@ -281,6 +281,10 @@ class KubeApiServer:
             r.add_put(path, self._item(res))
             r.add_patch(path, self._item(res))
             r.add_delete(path, self._item(res))
+            # The status subresource, as kubelets and controllers write status on a real
+            # server. This server keeps one object: a write there is a write to the object.
+            r.add_put(f"{path}/status", self._item(res))
+            r.add_patch(f"{path}/status", self._item(res))
         r.add_get("/_test/state", self._admin_state)
         r.add_post("/_test/{op}", self._admin)
         r.add_post("/_test/{op}/{kind}", self._admin)

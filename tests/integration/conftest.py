@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from lab.agent_lab import AgentLab
-from tests.integration.measurements import MEASUREMENTS
+from tests.integration.measurements import MEASUREMENTS, record
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,10 +29,12 @@ def _require_root() -> None:
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[AgentLab]:
-    """One lab per test module (bringing it up costs ~2 s); tests leave it as they found it or
-    say in their name what they change."""
-    with AgentLab(prefix="kfat") as lab_env:
+def env(request: pytest.FixtureRequest) -> Iterator[AgentLab]:
+    """One lab per test module, against a real kube-apiserver + etcd (bringing it up costs
+    ~10 s, most of it the API server's start); tests leave it as they found it or say in their
+    name what they change."""
+    with AgentLab(prefix="kfat", api="real") as lab_env:
+        record(request.config, lab_env.api_description())
         try:
             yield lab_env
         finally:

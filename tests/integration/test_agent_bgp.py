@@ -1,4 +1,4 @@
-"""The agent on a real FRR leaf, driven through the Kubernetes API test server.
+"""The agent on a real FRR leaf, driven through a real kube-apiserver.
 
 Every assertion polls FRR's JSON or the leaf kernel with a deadline (topotest style), most of them
 against an expected JSON file (tests/integration/expected/, compared with json_cmp). The lab is
@@ -65,14 +65,19 @@ def test_prefixes_a_node_does_not_own_are_not_installed(env: AgentLab) -> None:
 def test_node_change_to_applied_config_latency(
     env: AgentLab, request: pytest.FixtureRequest
 ) -> None:
-    """Time from a Node update at the API server to the change being live in FRR. Polled every
-    20 ms (one `show ip prefix-list` takes ~40 ms): at the default 250 ms a sub-second apply
-    would be measured in quarter seconds."""
+    """Time from a Node registering at the API server to its config being live in FRR.
+    A real API server never lets a Node's pod CIDR change (spec.podCIDRs is immutable once
+    set): a new CIDR comes with a Node deleted and registered again, so that is what is timed,
+    from the create. Polled every 20 ms (one `show ip prefix-list` takes ~40 ms): at the
+    default 250 ms a sub-second apply would be measured in quarter seconds."""
     samples = []
     for i in range(10):
         cidr = f"10.244.{30 + i}.0/24"
+        env.api.delete_node("srv3")
+        env.wait(lambda: "KFA-NODE-swp3-V4" not in prefix_lists(env).get("BGP", {}), 15.0,
+                 "srv3's prefix list gone after its Node's deletion")
         t0 = time.monotonic()
-        env.api.patch_node("srv3", {"spec": {"podCIDRs": [cidr], "podCIDR": cidr}})
+        env.add_server_node("srv3", pod_cidrs=[cidr])
         run_and_expect(
             lambda: prefix_lists(env),
             {"BGP": {"KFA-NODE-swp3-V4": {"entries": [{"type": "permit", "prefix": cidr}]}}},
@@ -81,9 +86,10 @@ def test_node_change_to_applied_config_latency(
             desc=f"{cidr} in srv3's prefix list",
         )
         samples.append(time.monotonic() - t0)
-    original = SERVERS["srv3"]["cidr"]
-    env.api.patch_node("srv3", {"spec": {"podCIDRs": [original], "podCIDR": original}})
-    env.wait(lambda: original in env.kernel_routes(), 20.0, "srv3's pod CIDR back")
+    env.api.delete_node("srv3")
+    env.add_server_node("srv3")
+    env.wait(lambda: SERVERS["srv3"]["cidr"] in env.kernel_routes(), 20.0,
+             "srv3's pod CIDR back")
     line = (
         f"Node change -> FRR config live: median {statistics.median(samples):.2f}s, "
         f"max {max(samples):.2f}s over {len(samples)} changes"
@@ -111,20 +117,9 @@ def test_cordon_drains_gracefully_and_uncordon_restores(env: AgentLab) -> None:
 
 
 def test_hostile_node_is_refused_and_nothing_reaches_frr(env: AgentLab) -> None:
+    """A kubelet may write anything into its Node's annotations, and a real server stores it.
+    (Names and CIDRs a real server would refuse: tests/integration/test_agent_test_server.py.)"""
     before = session_counters(env)
-    env.api.admin(
-        "inject/nodes",
-        {
-            "metadata": {
-                "name": "evil\nrouter bgp 1",
-                "annotations": {
-                    "kube-fabric-agent.io/switch-port":
-                        "leaf1/swp4\n neighbor swp4 remote-as internal"
-                },
-            },
-            "spec": {"podCIDR": "10.244.66.0/24\nip prefix-list KFA-NODE-swp1-V4 permit any"},
-        },
-    )
     env.api.create_node(
         "intruder",
         annotations={"kube-fabric-agent.io/switch-port": "leaf1/swp4\n shutdown"},
@@ -135,11 +130,9 @@ def test_hostile_node_is_refused_and_nothing_reaches_frr(env: AgentLab) -> None:
         15.0,
         "the refusal in the agent's status",
     )
-    refusals = env.status()["refusals"]
-    assert any("evil" in r and "DNS-1123" in r for r in refusals)
     config = env.running_config()
-    assert "remote-as internal" not in config and "router bgp 1\n" not in config
-    assert "permit any" not in config
+    assert "shutdown" not in config
+    assert "10.244.1.0/25" not in config
     assert env.agent_proc is not None and env.agent_proc.poll() is None
     assert session_counters(env) == before
     env.api.delete_node("intruder")

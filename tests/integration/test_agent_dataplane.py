@@ -105,6 +105,13 @@ FOREIGN = (
 )
 
 
+def reregister_static(env: AgentLab, name: str, cidr: str) -> None:
+    """A Node's pod CIDR cannot change on a real API server: it is deleted and registered
+    again with the new one (as a node rebuilt by its owner)."""
+    env.api.delete_node(name)
+    env.add_static_node(name, cidr=cidr)
+
+
 def foreign_routes(env: AgentLab) -> dict[str, list[dict[str, Any]]]:
     return {"main, proto static": env.lab.ip_json(LEAF, "route", "show", "proto", "static"),
             "table 100": env.lab.ip_json(LEAF, "route", "show", "table", "100")}
@@ -132,7 +139,7 @@ def test_foreign_routes_are_never_touched_while_the_agent_works(env: AgentLab) -
         routes = owned_routes(env)
         return (routes.get(present, {}).get("gateway") == st1["ip"]) and absent not in routes
     try:
-        env.api.patch_node("st1", {"spec": {"podCIDRs": [moved], "podCIDR": moved}})
+        reregister_static(env, "st1", moved)
         hold_lab(env, untouched, until=lambda: owned_exactly(moved, st1["cidr"]),
                  timeout=15.0, desc=f"the agent's route to st1 moved from {st1['cidr']} to {moved}")
         env.lab.exec(LEAF, ["ip", "route", "del", moved, "proto", PROTO])
@@ -140,13 +147,14 @@ def test_foreign_routes_are_never_touched_while_the_agent_works(env: AgentLab) -
                  desc="the agent's route deleted by hand restored")
         hold_lab(env, untouched, seconds=resync + 2.0, desc="a full data plane resync period")
         assert owned_exactly(moved, st1["cidr"])
-        env.api.patch_node("st1", {"spec": {"podCIDRs": [st1["cidr"]], "podCIDR": st1["cidr"]}})
+        reregister_static(env, "st1", st1["cidr"])
         hold_lab(env, untouched, until=lambda: owned_exactly(st1["cidr"], moved),
                  timeout=15.0, desc=f"the agent's route to st1 back at {st1['cidr']}")
     finally:
         for route in FOREIGN:
             env.lab.exec(LEAF, ["ip", "route", "del", *route], check=False)
-        env.api.patch_node("st1", {"spec": {"podCIDRs": [st1["cidr"]], "podCIDR": st1["cidr"]}})
+        if env.api.get_node("st1")["spec"]["podCIDR"] != st1["cidr"]:
+            reregister_static(env, "st1", st1["cidr"])
     env.wait(lambda: reachable(env, st1["pod"]), 30.0, "st1's pod reachable again")
 
 

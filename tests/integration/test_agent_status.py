@@ -1,5 +1,5 @@
 """The gRPC status service of the agent running on leaf1, queried by fabricctl and by a plain
-gRPC client that knows the service only through reflection (as grpcurl would)."""
+gRPC client that knows the service only through reflection (grpcurl)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import grpc
 import pytest
-from google.protobuf import descriptor_pool, json_format, message_factory
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-    ProtoReflectionDescriptorDatabase,
-)
 
 from lab.agent_lab import REPO, SERVERS, AgentLab
+from tests.grpcurl import grpcurl, grpcurl_json
 from tests.integration.expect import bgp_summary, expect_json, expected
 
 SERVICE = "kube_fabric_agent.v1.FabricStatus"
@@ -123,18 +119,14 @@ def test_watch_events_delivers_a_scripted_scenario_in_order(env: AgentLab) -> No
         reader.join(timeout=10)
 
 
-def test_plain_grpc_client_through_reflection(env: AgentLab) -> None:
-    target = f"unix://{env.workdir / 'agent.sock'}"
-    with grpc.insecure_channel(target) as channel:
-        database = ProtoReflectionDescriptorDatabase(channel)
-        assert SERVICE in set(database.get_services())
-        pool = descriptor_pool.DescriptorPool(database)
-        method = pool.FindServiceByName(SERVICE).methods_by_name["ListAttachments"]
-        request = message_factory.GetMessageClass(method.input_type)
-        response = message_factory.GetMessageClass(method.output_type)
-        call = channel.unary_unary(f"/{SERVICE}/ListAttachments",
-                                   request_serializer=request.SerializeToString,
-                                   response_deserializer=response.FromString)
-        reply = json_format.MessageToDict(call(request(), timeout=10))
+def test_grpcurl_through_reflection(env: AgentLab) -> None:
+    """grpcurl, knowing the service only by reflection, lists, describes and calls it."""
+    sock = env.workdir / "agent.sock"
+    listed = grpcurl(sock, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert {SERVICE, "grpc.health.v1.Health"} <= set(listed.stdout.split())
+    assert "rpc ListAttachments" in grpcurl(sock, "describe", SERVICE).stdout
+    assert grpcurl_json(sock, "grpc.health.v1.Health/Check") == {"status": "SERVING"}
+    reply = grpcurl_json(sock, f"{SERVICE}/ListAttachments")
     nodes = {a["node"] for a in next(iter(reply.values()))}
     assert set(SERVERS) <= nodes, reply
