@@ -169,7 +169,8 @@ class AgentLab:
 
     def _start_real_api(self) -> None:
         if self.control_plane is None:
-            self.control_plane = ControlPlane(self.workdir / "k8s", spawn=self.lab.spawn)
+            # In the lab's log folder: its logs outlive down() for post-mortems.
+            self.control_plane = ControlPlane(self.lab.log_dir / "k8s", spawn=self.lab.spawn)
             self.control_plane.start()
             self.control_plane.apply_file(RBAC_FILE)
             self.write_agent_token(self.control_plane.issue_token(*AGENT_SA, seconds=86400))

@@ -18,6 +18,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -29,7 +30,6 @@ from typing import Any
 import httpx
 
 from lab.kubeapi.client import KubeApiClient
-from lab.topotest import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = REPO / "lab" / "k8s" / "versions.env"
@@ -93,8 +93,9 @@ def make_pki(folder: Path) -> None:
     _openssl("x509", "-req", "-in", str(folder / "serving.csr"), "-CA", str(folder / "ca.crt"),
              "-CAkey", str(folder / "ca.key"), "-CAcreateserial", "-days", "7",
              "-extfile", str(folder / "san.ext"), "-out", str(folder / "serving.crt"))
-    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-out", str(folder / "sa.key"))
+    # kube-apiserver reads "EC PRIVATE KEY" (not PKCS#8) for signing, the public half to verify.
+    _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(folder / "sa.key"))
+    _openssl("ec", "-in", str(folder / "sa.key"), "-pubout", "-out", str(folder / "sa.pub"))
 
 
 @dataclass
@@ -221,6 +222,8 @@ class ControlPlane:
             str(self.bin / "kube-apiserver"),
             f"--etcd-servers={self.etcd_url}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            # The kubernetes Service's endpoint may not be loopback; no pod here needs it.
+            "--endpoint-reconciler-type=none",
             f"--secure-port={port}",
             f"--tls-cert-file={d / 'serving.crt'}", f"--tls-private-key-file={d / 'serving.key'}",
             f"--client-ca-file={d / 'ca.crt'}",
@@ -231,7 +234,7 @@ class ControlPlane:
             # No controller-manager: nothing would create the ServiceAccount tokens it expects.
             "--disable-admission-plugins=ServiceAccount",
             f"--service-account-issuer=https://127.0.0.1:{port}",
-            f"--service-account-key-file={d / 'sa.key'}",
+            f"--service-account-key-file={d / 'sa.pub'}",
             f"--service-account-signing-key-file={d / 'sa.key'}",
             f"--cert-dir={d / 'certs'}",
             *self.extra_apiserver_args,
@@ -270,22 +273,25 @@ class ControlPlane:
     def _wait_ready(self, proc: subprocess.Popen, log: Path, url: str, token: str | None,
                     what: str) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-        def ready() -> bool:
-            if proc.poll() is not None:
+        deadline = time.monotonic() + START_TIMEOUT
+        last = ""
+        while True:
+            if proc.poll() is not None:  # no point waiting for a process that is gone
                 tail = log.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{what} exited with {proc.returncode}; log {log}:\n{tail}")
             try:
-                r = httpx.get(url, headers=headers, verify=str(self.ca_file), timeout=2.0)
-            except httpx.HTTPError:
-                return False
-            return r.status_code == 200
-
-        try:
-            wait_until(ready, START_TIMEOUT, f"{what} ready ({url})")
-        except AssertionError as exc:
-            tail = log.read_text(errors="replace")[-3000:]
-            raise AssertionError(f"{exc}\nlog {log}:\n{tail}") from None
+                r = httpx.get(url, headers=headers, timeout=2.0,
+                              verify=ssl.create_default_context(cafile=str(self.ca_file)))
+                if r.status_code == 200:
+                    return
+                last = f"{r.status_code} {r.text[-300:]}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            if time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"{what} not ready at {url} within {START_TIMEOUT:.0f} s "
+                                     f"(last answer: {last}); log {log}:\n{tail}")
+            time.sleep(0.1)
 
     # -- clients and credentials ---------------------------------------------------------------
     def client(self, url: str | None = None, token: str = ADMIN_TOKEN) -> KubeApiClient:

@@ -17,10 +17,11 @@ def grpcurl(socket: Path | str, *args: str, data: dict[str, Any] | None = None
     if not binary.exists():
         raise AssertionError(f"grpcurl is not built at {binary}: run lab/k8s/build.sh "
                              "(scripts/setup.sh does)")
-    argv = [str(binary), "-plaintext", "-unix", "-max-time", "10"]
+    argv = [str(binary), "-plaintext", "-max-time", "10"]
     if data is not None:
         argv += ["-d", json.dumps(data)]
-    return subprocess.run([*argv, str(socket), *args], capture_output=True, text=True,
+    # gRPC's own unix:// target: grpcurl 1.9.3's -unix flag dials TCP anyway (seen here).
+    return subprocess.run([*argv, f"unix://{socket}", *args], capture_output=True, text=True,
                           timeout=30, check=False)
 
 

@@ -59,7 +59,8 @@ build_k8s() {
 
 build_grpcurl() {
     mkdir -p "$grpcurl_dir.partial"
-    GOBIN="$grpcurl_dir.partial" GOFLAGS= go install -trimpath -ldflags "-s -w" \
+    GOBIN="$grpcurl_dir.partial" GOFLAGS= go install -trimpath \
+        -ldflags "-s -w -X main.version=$GRPCURL_VERSION" \
         "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
     rm -rf "$grpcurl_dir"
     mv "$grpcurl_dir.partial" "$grpcurl_dir"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Self
@@ -72,6 +73,7 @@ def make_pod(
     pod_ip: str | None = None,
     phase: str = "Running",
     host_network: bool = False,
+    service_account: str | None = None,
 ) -> dict:
     pod: dict[str, Any] = {
         "kind": "Pod",
@@ -84,6 +86,8 @@ def make_pod(
         pod["spec"]["nodeName"] = node_name
     if host_network:
         pod["spec"]["hostNetwork"] = True
+    if service_account:
+        pod["spec"]["serviceAccountName"] = service_account
     if pod_ip:
         pod["status"]["podIP"] = pod_ip
         pod["status"]["podIPs"] = [{"ip": pod_ip}]
@@ -105,9 +109,11 @@ class KubeApiClient:
         uds: str | None = None,
         token: str | None = None,
         timeout: float = 10.0,
-        verify: str | bool = True,
+        verify: str | bool | ssl.SSLContext = True,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if isinstance(verify, str):  # a CA file
+            verify = ssl.create_default_context(cafile=verify)
         transport = httpx.HTTPTransport(uds=uds, verify=verify) if uds else None
         self._http = httpx.Client(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport,
@@ -186,9 +192,11 @@ class KubeApiClient:
         labels: dict[str, str] | None = None,
         pod_ip: str | None = None,
         phase: str = "Running",
+        service_account: str | None = None,
     ) -> dict:
         pod = make_pod(
-            name, namespace, node_name=node_name, labels=labels, pod_ip=pod_ip, phase=phase
+            name, namespace, node_name=node_name, labels=labels, pod_ip=pod_ip, phase=phase,
+            service_account=service_account,
         )
         self.ensure_namespace(namespace)
         created = self.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod)

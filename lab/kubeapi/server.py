@@ -1,10 +1,10 @@
 """HTTP layer of the Kubernetes API test server (core/v1 Nodes and Pods).
 
-No kube-apiserver binary can run on the project's machines, so the agent is tested against
-this server over real HTTP. It speaks the real REST shapes and, above all, the real list/watch
-semantics (see store.py); `/_test/...` endpoints let tests inject failures a real cluster
-produces only occasionally (compaction, dropped watches, stalled (half-open) watches, 5xx,
-hangs, hostile objects).
+A fake (see lab/kubeapi/__init__.py): Kubernetes behaviour is tested against a real
+kube-apiserver (lab/controlplane.py); this server stays for faults on demand. It speaks the
+real REST shapes and list/watch semantics (see store.py); `/_test/...` endpoints let tests
+inject failures a real cluster produces only occasionally (compaction, dropped watches,
+stalled (half-open) watches, 5xx, hangs, hostile objects).
 """
 
 from __future__ import annotations
