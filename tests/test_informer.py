@@ -1,8 +1,11 @@
-"""The informer against the test apiserver over real HTTP, through lightkube's config loading.
+"""The informer against the API test server over real HTTP, through lightkube's config loading.
 
-Each test drives the server into a state a real cluster produces (compaction, dropped
-watches, 5xx, token rotation, hostile objects) and asserts the informer's store, resource
-version and request pattern, polling for states with a deadline instead of sleeping.
+Each test drives the server into a state a real cluster produces only occasionally and a real
+kube-apiserver cannot be made to produce on demand (5xx, 429, stalls, dropped or cut watches,
+garbage, hostile objects, compaction at a chosen moment) and asserts the informer's store,
+resource version and request pattern, polling for states with a deadline instead of sleeping.
+Plain Kubernetes semantics (list/watch, bookmarks, 410 after compaction, selectors, token
+rotation, RBAC) are tested against the real server: tests/integration/test_kubernetes_api.py.
 """
 
 from __future__ import annotations
@@ -89,37 +92,6 @@ def keys(informer: Informer) -> set[str]:
     return set(informer.store)
 
 
-async def test_lists_then_follows_the_watch(server: KubeApiServer, api: KubeApi) -> None:
-    server.create("nodes", make_node("n1", pod_cidrs=["10.0.1.0/24"]))
-    server.create("nodes", make_node("n2"))
-    async with running(api) as (informer, recorder):
-        await wait_for(lambda: informer.synced and informer.connected)
-        assert keys(informer) == {"n1", "n2"}
-        assert recorder.calls == [{"n1", "n2"}]  # one call for the whole list
-        assert informer.store["n1"]["spec"]["podCIDRs"] == ["10.0.1.0/24"]
-
-        server.create("nodes", make_node("n3"))
-        server.patch("nodes", "n1", {"spec": {"podCIDRs": ["10.0.9.0/24"]}})
-        server.delete("nodes", "n2")
-        await wait_for(lambda: keys(informer) == {"n1", "n3"})
-        await wait_for(lambda: informer.store["n1"]["spec"]["podCIDRs"] == ["10.0.9.0/24"])
-        assert informer.resource_version == server.resource_version
-        assert recorder.calls[1:] == [{"n1", "n2", "n3"}, {"n1", "n2", "n3"}, {"n1", "n3"}]
-        assert informer.last_error is None
-    assert server.stats["list nodes"] == 1
-
-
-async def test_bookmarks_advance_the_resource_version(server: KubeApiServer, api: KubeApi) -> None:
-    server.create("nodes", make_node("n1"))
-    async with running(api) as (informer, recorder):
-        await wait_for(lambda: informer.synced)
-        for i in range(3):  # other kinds move the global rv; the node watch sees no event
-            server.create("pods", make_pod(f"p{i}"))
-        assert informer.resource_version == "1"
-        await wait_for(lambda: informer.resource_version == server.resource_version == "4")
-        assert len(recorder.calls) == 1  # bookmarks are not changes
-
-
 async def test_watch_timeout_rewatches_from_rv_without_relisting(
     server: KubeApiServer, api: KubeApi
 ) -> None:
@@ -198,56 +170,6 @@ async def test_dropped_watch_resumes_without_relist(server: KubeApiServer, api: 
         await wait_for(lambda: "while-dropped" in informer.store)
         await wait_for(lambda: server.stats["watch nodes"] == 2)
         assert server.stats["list nodes"] == 1
-
-
-async def test_label_selector_transitions(server: KubeApiServer, api: KubeApi) -> None:
-    server.create("nodes", make_node("n1", labels={"role": "spine"}))
-    server.create("nodes", make_node("n2", labels={"role": "leaf"}))
-    async with running(api, label_selector="role=leaf") as (informer, _):
-        await wait_for(lambda: informer.synced)
-        assert keys(informer) == {"n2"}
-        server.patch("nodes", "n1", {"metadata": {"labels": {"role": "leaf"}}})
-        await wait_for(lambda: keys(informer) == {"n1", "n2"})
-        server.patch("nodes", "n2", {"metadata": {"labels": {"role": None}}})
-        await wait_for(lambda: keys(informer) == {"n1"})
-
-
-async def test_field_selector_on_pods_by_node(server: KubeApiServer, api: KubeApi) -> None:
-    server.create("pods", make_pod("web", node_name="leaf1-host", pod_ip="10.0.1.5"))
-    server.create("pods", make_pod("db", "prod", node_name="other-host"))
-    selector = "spec.nodeName=leaf1-host"
-    async with running(api, "/api/v1/pods", field_selector=selector) as (informer, _):
-        await wait_for(lambda: informer.synced)
-        assert keys(informer) == {"default/web"}
-        server.create("pods", make_pod("cache", "prod", node_name="leaf1-host"))
-        server.create("pods", make_pod("other", node_name="other-host"))
-        server.delete("pods", "web")
-        await wait_for(lambda: keys(informer) == {"prod/cache"})
-        assert informer.resource_version == server.resource_version
-
-
-async def test_token_rotation(tmp_path: Path) -> None:
-    server_token = tmp_path / "server-token"
-    client_token = tmp_path / "client-token"
-    server_token.write_text("old")
-    client_token.write_text("old\n")
-    async with KubeApiServer(token_file=server_token, bookmark_interval=0.2) as server:
-        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.url, client_token)
-        api = KubeApi(make_http_client(load_kube_config(str(kubeconfig)), timeout=2.0))
-        try:
-            async with running(api) as (informer, _):
-                await wait_for(lambda: informer.connected)
-                assert server.stats["unauthorized"] == 0
-                # The kubelet rotates the projected token; the apiserver accepts only the new one.
-                client_token.write_text("new\n")
-                server_token.write_text("new")
-                server.drop_watches()
-                server.create("nodes", make_node("after-rotation"))
-                await wait_for(lambda: "after-rotation" in informer.store)
-                assert server.stats["unauthorized"] == 1  # one 401, then lightkube re-read
-                assert server.stats["list nodes"] == 1 and informer.connected
-        finally:
-            await api.aclose()
 
 
 async def test_hostile_objects_do_not_break_the_informer(
