@@ -48,6 +48,7 @@ def _exported() -> dict[str, set[str]]:
     for gauge in (m.headroom_used, m.headroom_desired, m.headroom_nodes_left):
         gauge.labels("ipv4_routes").set(1)
     m.headroom_capacity.labels("ipv4_routes", "config").set(1)
+    m.update_offload({4: 1})
     return {s.name: set(s.labels) for family in m.registry.collect() for s in family.samples}
 
 

@@ -90,3 +90,17 @@ def test_http_listener_serves_the_registry() -> None:
         assert "python_gc_objects_collected_total" not in body  # not the default registry
     finally:
         listener.close()
+
+
+def test_offload_failures_by_family_are_zero_until_seen_and_follow_the_kernel() -> None:
+    m = Metrics()
+    name = f"{PREFIX}_offload_failed_routes"
+
+    def offload() -> dict[str, float]:
+        return {dict(labels)["family"]: v for (n, labels), v in samples(m).items() if n == name}
+
+    assert offload() == {"ipv4": 0.0, "ipv6": 0.0}  # exported from the start
+    m.update_offload({4: 3, 6: 1})
+    assert offload() == {"ipv4": 3.0, "ipv6": 1.0}
+    m.update_offload({6: 2})  # ipv4 routes offloaded again: back to 0, not frozen at 3
+    assert offload() == {"ipv4": 0.0, "ipv6": 2.0}

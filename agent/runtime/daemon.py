@@ -93,6 +93,7 @@ class Agent:
             self.state.peers = self.bgp.peers
             self.reconciler.refresh_headroom()  # "used" follows the tables, not only reconciles
             self.metrics.update_from(self.view)
+            self.metrics.update_offload(self.state.offload_failed)
             await asyncio.sleep(self.config.status.bgp_poll_seconds)
 
     def loops(self) -> list[Callable[[], Awaitable[None]]]:

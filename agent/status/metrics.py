@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -118,7 +118,21 @@ class Metrics:
             registry=r,
         )
 
+        self.offload_failed_routes = Gauge(
+            f"{PREFIX}_offload_failed_routes",
+            "Routes in the kernel that the ASIC refused (rt_offload_failed, all protocols): "
+            "forwarded by the CPU, if at all.",
+            ["family"],
+            registry=r,
+        )
+        self.update_offload({})
+
     # ---- pushed by the daemon ----
+
+    def update_offload(self, per_family: Mapping[int, int]) -> None:
+        """Routes the ASIC refused, by IP version; a family absent counts 0 (none seen)."""
+        for version, family in ((4, "ipv4"), (6, "ipv6")):
+            self.offload_failed_routes.labels(family).set(per_family.get(version, 0))
 
     def observe_reconcile(self, seconds: float) -> None:
         self.reconcile_latency.observe(seconds)

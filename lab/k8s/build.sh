@@ -70,4 +70,4 @@ if [[ ${1:-} == --regenerate || ! -f $here/go.sum ]]; then regenerate; fi
 [[ -x $k8s_dir/kube-apiserver && -x $k8s_dir/etcd ]] || build_k8s
 [[ -x $grpcurl_dir/grpcurl ]] || build_grpcurl
 "$k8s_dir/kube-apiserver" --version >&2
-"$k8s_dir/etcd" --version | head -1 >&2
+"$k8s_dir/etcd" --version >&2
