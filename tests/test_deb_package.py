@@ -23,7 +23,12 @@ import pytest
 
 REPO = Path(__file__).parent.parent
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-ROOT_PACKAGES = ("frr", "frr-pythontools", "iproute2", "systemd", "man-db")
+ROOT_PACKAGES = ("frr", "frr-pythontools", "iproute2", "systemd", "man-db",
+                 # lldpd's own Depends, so that the scenario can install lldpd (fetched into
+                 # /root/debs, not installed) after the package and see the trigger work.
+                 "adduser", "libbsd0", "libcap2", "libevent-2.1-7", "libreadline8", "libsnmp40",
+                 "libxml2", "lsb-base")
+LATER_DEBS = ("lldpd",)
 CACHE = Path(os.environ.get("KFA_DEB_ROOT_CACHE", "/var/cache/kube-fabric-agent-tests"))
 MIRROR = "http://deb.debian.org/debian"
 
@@ -42,6 +47,27 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _field(deb: Path, name: str) -> str:
     return subprocess.run(["dpkg-deb", "-f", str(deb), name], capture_output=True, text=True,
                           check=True).stdout.strip()
+
+
+def test_the_packages_dependencies_are_pinned_and_meet_pyproject() -> None:
+    """debian/requirements.lock pins every runtime dependency (and only versions pyproject
+    allows): a build installs exactly those, not whatever PyPI has that day."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, str] = {}
+    for line in (REPO / "debian" / "requirements.lock").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, pinned = line.partition("==")
+            assert sep and pinned, f"not pinned with ==: {line}"
+            pins[canonicalize_name(name)] = pinned
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"]:
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} (pyproject) is not pinned in requirements.lock"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{req.name}=={pins[name]} is outside pyproject's {req.specifier}")
 
 
 def test_changelog_version_is_the_python_version() -> None:
@@ -103,13 +129,17 @@ def test_lintian_has_no_errors_and_only_documented_warnings(deb: Path) -> None:
 
 def _debian12_root() -> Path:
     """The cached tarball of a Debian 12 root with the package's Depends, made if missing."""
-    key = hashlib.sha256(" ".join(("bookworm", MIRROR, *ROOT_PACKAGES)).encode()).hexdigest()
+    key = hashlib.sha256(" ".join(("bookworm", MIRROR, *ROOT_PACKAGES, "later:", *LATER_DEBS)
+                                  ).encode()).hexdigest()
     tarball = CACHE / f"bookworm-{key[:12]}.tar"
     if not tarball.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         partial = tarball.with_suffix(".partial.tar")
+        fetch = (f'mkdir -p "$1/root/debs" && '
+                 f'chroot "$1" sh -c "cd /root/debs && apt-get download -q {" ".join(LATER_DEBS)}"')
         res = subprocess.run(["mmdebstrap", "--quiet", "--variant=apt",
-                              f"--include={','.join(ROOT_PACKAGES)}", "bookworm", str(partial),
+                              f"--include={','.join(ROOT_PACKAGES)}",
+                              f"--customize-hook={fetch}", "bookworm", str(partial),
                               MIRROR], capture_output=True, text=True, timeout=1200)
         assert res.returncode == 0, res.stderr[-3000:]
         partial.rename(tarball)

@@ -49,6 +49,19 @@ ok "postinst compiled the virtualenv's byte code"
 man -w fabric-agent >/dev/null && man -w fabricctl >/dev/null || fail "man pages"
 ok "man fabric-agent, man fabricctl"
 
+# lldpd (only Recommended) is absent: the unit names no group that does not exist. Installed
+# later, its trigger gives the unit lldpd's group through a drop-in, which verify accepts.
+dropin=/etc/systemd/system/$pkg.service.d/50-lldpd-group.conf
+! getent group _lldpd >/dev/null || fail "the root already has lldpd's group"
+[ ! -e "$dropin" ] || fail "drop-in written without lldpd's group"
+! grep -q "_lldpd" "$unit" || fail "the unit names _lldpd itself"
+ok "without lldpd: no _lldpd group in the unit or a drop-in"
+dpkg -i /root/debs/lldpd_*.deb >/dev/null
+grep -qx "SupplementaryGroups=_lldpd" "$dropin" || fail "lldpd's trigger wrote no drop-in"
+out=$(systemd-analyze verify "$unit" 2>&1) || fail "systemd-analyze verify with the drop-in: $out"
+[ -z "$out" ] || fail "systemd-analyze verify with the drop-in says: $out"
+ok "lldpd installed: its trigger added the drop-in with SupplementaryGroups=_lldpd"
+
 # The operator configures it; remove keeps that, purge deletes it.
 install -d /etc/$pkg
 cp "$example" /etc/$pkg/config.yaml
@@ -66,4 +79,5 @@ dpkg -P $pkg
 [ ! -e /etc/$pkg ] || fail "dpkg -P left /etc/$pkg: $(ls -A /etc/$pkg)"
 [ ! -e "$wants" ] || fail "dpkg -P left the unit enabled"
 ! dpkg -s $pkg >/dev/null 2>&1 || fail "still known to dpkg after purge"
+[ ! -e "$dropin" ] || fail "dpkg -P left the lldpd drop-in"
 ok "dpkg -P: configuration and enablement gone"
