@@ -17,9 +17,11 @@ from agent import logs
 from agent.apply.frr.render import UnsafeValue, render_frr
 from agent.cluster.nodes import cluster_state
 from agent.cluster.selector import select
+from agent.cluster.services import service_state
 from agent.config import AgentConfig, ConfigError, config_warnings, load_config
 from agent.errors import EXIT_CONFIG, EXIT_INPUT, StartupError
 from agent.plan.build import plan
+from agent.plan.model import Plan
 from agent.status.view import agent_version
 
 
@@ -32,19 +34,40 @@ def _load_or_exit(path: str) -> AgentConfig:
         sys.exit(EXIT_CONFIG)
 
 
-def read_cluster_file(path: str) -> Iterator[Any]:
-    """Node objects from a `kubectl get nodes -o yaml|json` List, one object, or several YAML
-    documents (JSON is YAML). Objects of other kinds are skipped."""
+# The kinds render reads; an object without `kind` is taken for a Node, as before.
+CLUSTER_KINDS = ("Node", "Service", "EndpointSlice")
+
+
+def read_cluster_objects(path: str) -> dict[str, list[Any]]:
+    """Per kind of CLUSTER_KINDS, the objects of a `kubectl get ... -o yaml|json` List, one
+    object, or several YAML documents (JSON is YAML). Objects of other kinds are skipped."""
     with open(path) as f:
         docs = list(yaml.safe_load_all(f))
+    found: dict[str, list[Any]] = {kind: [] for kind in CLUSTER_KINDS}
     for doc in docs:
         if doc is None:
             continue
         items = doc.get("items") if isinstance(doc, dict) and "items" in doc else [doc]
         for obj in items if isinstance(items, list) else []:
             kind = obj.get("kind", "Node") if isinstance(obj, dict) else None
-            if kind == "Node":
-                yield obj
+            if kind in found:
+                found[kind].append(obj)
+    return found
+
+
+def read_cluster_file(path: str) -> Iterator[Any]:
+    """The Node objects of a cluster file (read_cluster_objects)."""
+    yield from read_cluster_objects(path)["Node"]
+
+
+def plan_cluster_file(cfg: AgentConfig, path: str) -> Plan:
+    """plan() of a cluster file as the daemon would plan it: only the Nodes
+    kubernetes.node_selector selects (the daemon's watch asks the API server for those), and
+    the Services and EndpointSlices."""
+    objects = read_cluster_objects(path)
+    services = service_state(objects["Service"], objects["EndpointSlice"])
+    return plan(cfg, cluster_state(select(objects["Node"], cfg.kubernetes.node_selector)),
+                services=services)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -66,13 +89,10 @@ def cmd_render(args: argparse.Namespace) -> int:
                   "CONFIG_DB); put it in the file", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        nodes = list(read_cluster_file(args.cluster))
+        result = plan_cluster_file(cfg, args.cluster)
     except (OSError, yaml.YAMLError) as exc:
         print(f"cannot read cluster file {args.cluster}: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    # The daemon's watch gets only the Nodes kubernetes.node_selector selects (the API server
-    # filters); render must plan the same ones.
-    result = plan(cfg, cluster_state(select(nodes, cfg.kubernetes.node_selector)))
     for refusal in result.refusals:
         print(f"refused: {refusal}", file=sys.stderr)
     try:
@@ -114,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
     p = sub.add_parser("render", help="print the frr.conf for a cluster file, offline")
     p.add_argument("--config", required=True)
-    p.add_argument("--cluster", required=True, help="kubectl get nodes -o yaml output")
+    p.add_argument("--cluster", required=True,
+                   help="kubectl get nodes,services,endpointslices -o yaml output")
     p.add_argument("--json-plan", action="store_true", help="also print attachments to stderr")
     p.set_defaults(func=cmd_render)
     return parser

@@ -107,6 +107,11 @@ class FabricConfig(_Strict):
     # accepted. Also never a node's host route: a node claiming a VIP as its InternalIP would
     # draw the VIP's traffic to itself alone.
     service_pools: list[Cidr] = Field(default_factory=list)
+    # How many nodes one VIP is spread over at the leaf (BGP `maximum-paths`, with as-path
+    # multipath-relax since every node has its own ASN). Rendered only with service_pools set.
+    # 64 at most: every FRR build takes it (their limit is compile-time, 64 or more), and an
+    # ASIC's ECMP group is rarely wider.
+    vip_ecmp_width: int = Field(16, ge=1, le=64, strict=True)  # strict: `true` is no width
     default_routing: RoutingMode = "bgp"
     # Upper bound on prefixes one node may send, counted before the prefix list ("force"), so a
     # node leaking a full table costs the leaf a session reset rather than its memory.

@@ -155,6 +155,15 @@ def test_service_pools_that_cannot_hold_vips_are_refused(pools: list[str], why: 
     assert why in problems[0]
 
 
+def test_vip_ecmp_width_defaults_to_16_and_stays_within_1_to_64() -> None:
+    assert parse_config(BASE).fabric.vip_ecmp_width == 16
+    assert parse_config(_with("fabric", vip_ecmp_width=64)).fabric.vip_ecmp_width == 64
+    assert parse_config(_with("fabric", vip_ecmp_width=1)).fabric.vip_ecmp_width == 1
+    for bad in (0, 65, -1, "wide", True, 16.5):
+        problems = _problems(_with("fabric", vip_ecmp_width=bad))
+        assert [p.split(":")[0] for p in problems] == ["fabric.vip_ecmp_width"], (bad, problems)
+
+
 # ---- warnings: valid, but unsafe ----
 
 QUIET = {**BASE, "fabric": {**BASE["fabric"], "node_networks": ["10.0.0.0/16"]}}

@@ -1,14 +1,18 @@
-"""Fuzzing the Node and Pod parsers and plan() with hostile objects (hypothesis).
+"""Fuzzing the Node, Pod, Service and EndpointSlice parsers and plan() with hostile objects
+(hypothesis).
 
 A kubelet may write anything into its own Node, and a Pod's status is whatever the runtime
-reported; the agent must never crash on it, and nothing that reaches FRR, netlink or Redis may be
-malformed. The properties, for any object:
+reported; anyone allowed to create a Service picks its externalIPs. The agent must never crash on
+it, and nothing that reaches FRR, netlink or Redis may be malformed. The properties, for any
+object:
 
-- parse_node / parse_pod / slim_pod / the pod index never raise (cluster_state would hide a
-  parser bug as a refusal, so it is checked that none says "could not be parsed");
+- parse_node / parse_pod / slim_pod / the pod index / parse_service / parse_endpoint_slice never
+  raise (cluster_state and service_state would hide a parser bug as a refusal, so it is checked
+  that none says "could not be parsed");
 - every value plan() hands on passes the FRR templates' `token` filter (render_frr does not
   raise UnsafeValue) and is semantically valid: canonical prefixes inside the configured space,
-  routable unicast addresses, unicast non-zero MACs.
+  routable unicast addresses, unicast non-zero MACs; a VIP only as an exact /32 or /128 inside
+  fabric.service_pools, and only from a node plan() lists as permitted.
 
 CI runs a fixed, derandomized profile of a few hundred examples (a few seconds); for a longer
 hunt: KFA_FUZZ_PROFILE=deep pytest tests/test_fuzz_parsers.py.
@@ -28,6 +32,12 @@ from agent import validate
 from agent.apply.frr.render import _token, render_frr
 from agent.cluster.nodes import cluster_state, parse_node
 from agent.cluster.pod_index import PodIndex, parse_pod, slim_pod
+from agent.cluster.services import (
+    MAX_VIPS_PER_SERVICE,
+    parse_endpoint_slice,
+    parse_service,
+    service_state,
+)
 from agent.config import AgentConfig, parse_config
 from agent.plan.build import HostRouteRules, plan
 from agent.vocabulary import FLANNEL_PREFIX, ROUTING_ANNOTATION, SWITCH_PORT_ANNOTATION
@@ -50,6 +60,10 @@ CONFIGS = [
         "service_pools": ["203.0.113.0/24", "2001:db8:5::/112"]}}),
     parse_config({**BASE, "fabric": {**BASE["fabric"], "default_routing": "vxlan",
                                      "aggregate_to_supernets": True}}),
+    # Service VIPs from BGP nodes, the pools aggregated upstream.
+    parse_config({**BASE, "fabric": {
+        **BASE["fabric"], "aggregate_to_supernets": True, "vip_ecmp_width": 2,
+        "service_pools": ["203.0.113.0/24", "2001:db8:5::/112"]}}),
 ]
 
 # -- hostile leaves ------------------------------------------------------------------------------
@@ -189,7 +203,7 @@ hostile_nodes = st.one_of(nodes, nodes, nodes, anything)
 
 def _plannable(name: str, port: str, routing: str | None, pod_cidrs: list[str],
                ips: list[str], mac: str, public_ip: str, created: str, cordoned: bool,
-               corrupt: tuple[tuple[str, ...], Any] | None) -> dict[str, Any]:
+               ready: str | None, corrupt: tuple[tuple[str, ...], Any] | None) -> dict[str, Any]:
     annotations = {SWITCH_PORT_ANNOTATION: f"leaf1/{port}",
                    FLANNEL_PREFIX + "backend-type": "vxlan",
                    FLANNEL_PREFIX + "backend-data": json.dumps({"VNI": 1, "VtepMAC": mac}),
@@ -199,7 +213,8 @@ def _plannable(name: str, port: str, routing: str | None, pod_cidrs: list[str],
     obj: dict[str, Any] = {
         "metadata": {"name": name, "creationTimestamp": created, "annotations": annotations},
         "spec": {"podCIDRs": pod_cidrs, "unschedulable": cordoned},
-        "status": {"addresses": [{"type": "InternalIP", "address": ip} for ip in ips]}}
+        "status": {"addresses": [{"type": "InternalIP", "address": ip} for ip in ips],
+                   "conditions": [{"type": "Ready", "status": ready}]}}
     if corrupt is not None:  # one part replaced by anything at all
         path, value = corrupt
         parent = obj
@@ -219,7 +234,7 @@ plannable_nodes = st.builds(
     ips=st.lists(st.one_of(good_addresses, good_addresses, addresses), max_size=3),
     mac=st.one_of(good_macs, macs), public_ip=st.one_of(good_addresses, addresses),
     created=st.sampled_from(["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"]),
-    cordoned=st.booleans(),
+    cordoned=st.booleans(), ready=st.sampled_from(["True", "True", "False", None]),
     corrupt=st.one_of(st.none(), st.none(), st.tuples(st.sampled_from([
         ("metadata",), ("metadata", "annotations"), ("spec", "podCIDRs"), ("spec",),
         ("status", "addresses"), ("metadata", "annotations", SWITCH_PORT_ANNOTATION),
@@ -243,6 +258,69 @@ pods = st.fixed_dictionaries({
             st.fixed_dictionaries({"ip": sometimes(addresses)}), addresses)), max_size=5))})),
 })
 hostile_pods = st.one_of(pods, pods, pods, anything)
+
+# Services: VIPs in the pools (CONFIGS[1]), colliding with node IPs and pod space, hostile ones.
+good_vips = st.one_of(st.integers(1, 4).map(lambda x: f"203.0.113.{x}"),
+                      st.integers(1, 3).map(lambda x: f"2001:db8:5::{x}"), good_addresses,
+                      st.sampled_from(["198.51.100.7", "2001:db8:6::1"]))  # outside the pools
+vip_text = st.one_of(good_vips, good_vips, addresses)
+SERVICE_NAMES = ["web", "db", "Web", "a" * 64, "1web", "web\n", ""]
+services = st.fixed_dictionaries({
+    "metadata": sometimes(st.fixed_dictionaries(
+        {"name": sometimes(st.sampled_from(SERVICE_NAMES[:2] * 3 + SERVICE_NAMES)),
+         "namespace": sometimes(st.sampled_from(["shop", "shop", "Shop", "a" * 64, ""]))},
+        optional={"creationTimestamp": sometimes(st.sampled_from(
+            ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z", ""]))})),
+    "spec": sometimes(st.fixed_dictionaries({}, optional={
+        "type": sometimes(st.sampled_from(["LoadBalancer", "LoadBalancer", "ClusterIP",
+                                           "NodePort", "loadbalancer"])),
+        "externalTrafficPolicy": sometimes(st.sampled_from(["Cluster", "Local", "Global", ""])),
+        "externalIPs": sometimes(st.lists(sometimes(vip_text), max_size=4))})),
+    "status": sometimes(st.fixed_dictionaries({}, optional={"loadBalancer": sometimes(
+        st.fixed_dictionaries({}, optional={"ingress": sometimes(st.lists(sometimes(
+            st.fixed_dictionaries({}, optional={"ip": sometimes(vip_text),
+                                                "hostname": st.just("lb.example.com")})),
+            max_size=4))}))})),
+})
+# Some Services name far more VIPs than any real one: never all read.
+flood = st.builds(lambda n, extra: {"metadata": {"namespace": "shop", "name": "flood"},
+                                    "spec": {"externalIPs": ["203.0.113.1"] * n, **extra}},
+                  st.integers(MAX_VIPS_PER_SERVICE + 1, 3000), st.just({}))
+hostile_services = st.one_of(services, services, services, flood, anything)
+endpoint = st.fixed_dictionaries({}, optional={
+    "nodeName": sometimes(st.sampled_from([*NAMES[:4], *NAMES])),
+    "conditions": sometimes(st.fixed_dictionaries({}, optional={
+        "ready": sometimes(st.sampled_from([True, False, None, "true", 1])),
+        "serving": sometimes(st.sampled_from([True, False, None])),
+        "terminating": st.booleans()})),
+    "addresses": st.just(["10.244.1.9"])})
+endpoint_slices = st.fixed_dictionaries({
+    "metadata": sometimes(st.fixed_dictionaries(
+        {"name": sometimes(st.sampled_from(["web-abc", "db-x", "web-abc", "Web", ""])),
+         "namespace": sometimes(st.sampled_from(["shop", "shop", "Shop"]))},
+        optional={"labels": sometimes(st.fixed_dictionaries({}, optional={
+            "kubernetes.io/service-name": sometimes(st.sampled_from(SERVICE_NAMES))}))})),
+    "endpoints": sometimes(st.lists(sometimes(endpoint), max_size=6)),
+}, optional={"apiVersion": st.sampled_from(["discovery.k8s.io/v1", "discovery.k8s.io/v1beta1",
+                                            None])})
+hostile_slices = st.one_of(endpoint_slices, endpoint_slices, endpoint_slices, anything)
+# For plan(): well-formed Services and slices sharing names, VIPs and nodes.
+plannable_services = st.builds(
+    lambda name, policy, ingress, external: {
+        "metadata": {"namespace": "shop", "name": name},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy,
+                 "externalIPs": external},
+        "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ingress]}}},
+    st.sampled_from(["web", "db", "dns"]), st.sampled_from(["Cluster", "Local", None]),
+    st.lists(vip_text, max_size=2), st.lists(vip_text, max_size=2))
+plannable_slices = st.builds(
+    lambda service, index, on: {
+        "metadata": {"namespace": "shop", "name": f"{service}-{index}",
+                     "labels": {"kubernetes.io/service-name": service}},
+        "endpoints": [{"nodeName": n, "conditions": {"ready": r}} for n, r in on]},
+    st.sampled_from(["web", "db", "dns"]), st.integers(0, 1),
+    st.lists(st.tuples(st.sampled_from(NAMES[:4]), st.sampled_from([True, False, None])),
+             max_size=4))
 lldp = st.dictionaries(st.sampled_from([*SERVER_PORTS, "swp9", "bad port"]),
                        st.one_of(st.sampled_from(NAMES), st.text(max_size=20)), max_size=4)
 
@@ -270,6 +348,20 @@ def _host(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return addr
 
 
+def check_vip(config: AgentConfig, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+    """A VIP the leaf accepts or announces: an exact host prefix of a routable unicast address
+    inside a pool, outside pod space and none of the switch's own addresses."""
+    assert net.prefixlen == net.max_prefixlen, net
+    addr = _host(str(net.network_address))
+    assert not (addr.version == 6 and addr.ipv4_mapped is not None), net
+    pools = [ipaddress.ip_network(n) for n in config.fabric.service_pools]
+    assert any(net.version == p.version and net.subnet_of(p) for p in pools), net
+    supernets = [ipaddress.ip_network(n) for n in config.fabric.pod_supernets]
+    assert not any(net.version == s.version and net.subnet_of(s) for s in supernets), net
+    own = [config.switch.router_id, config.switch.vtep_ip]
+    assert str(addr) not in own, net
+
+
 def check_plan(config: AgentConfig, p: Any) -> None:
     frr = p.frr
     render_frr(frr)  # raises UnsafeValue on anything the token filter refuses
@@ -278,9 +370,21 @@ def check_plan(config: AgentConfig, p: Any) -> None:
             _token(value)
     supernets = [ipaddress.ip_network(n) for n in config.fabric.pod_supernets]
     rules = HostRouteRules.from_config(config)
+    vips = {v.prefix: v for v in p.services if v.refused is None}
+    for v in p.services:
+        assert (v.refused is None) or not v.nodes_permitted, v
+        assert v.prefix == f"{v.vip}/{ipaddress.ip_address(v.vip).max_prefixlen}"
+        if v.refused is None:
+            check_vip(config, ipaddress.ip_network(v.prefix))
+    if not config.fabric.service_pools:
+        assert p.services == () and frr.maximum_paths is None
 
     def admissible(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
-        if net.prefixlen == net.max_prefixlen and not any(
+        if str(net) in vips:
+            check_vip(config, net)
+        elif config.fabric.aggregate_to_supernets and str(net) in config.fabric.service_pools:
+            pass  # a pool announced as an aggregate of its VIPs
+        elif net.prefixlen == net.max_prefixlen and not any(
                 net.version == s.version and net.subnet_of(s) for s in supernets):
             _host(str(net.network_address))
             assert rules.problem(net) is None, net
@@ -295,6 +399,9 @@ def check_plan(config: AgentConfig, p: Any) -> None:
             admissible(_prefix(text, 4))
         for text in peer.accept_v6:
             admissible(_prefix(text, 6))
+        for text, version in [*((t, 4) for t in peer.vips_v4), *((t, 6) for t in peer.vips_v6)]:
+            check_vip(config, _prefix(text, version))
+            assert peer.node in vips[text].nodes_permitted, (peer, text)
     for family, version in (("v4", 4), ("v6", 6)):
         for key in ("advertise", "aggregate", "redistribute", "originate"):
             for text in getattr(frr, f"{key}_{family}"):
@@ -352,23 +459,34 @@ def test_parse_node_never_raises_and_keeps_only_valid_values(obj: Any) -> None:
 @FUZZ
 @given(good=st.lists(plannable_nodes, min_size=1, max_size=6),
        bad=st.lists(hostile_nodes, max_size=2), neighbors=lldp,
-       config=st.sampled_from(CONFIGS), programmed=st.sets(st.sampled_from(NAMES[:4])))
+       config=st.sampled_from([*CONFIGS, CONFIGS[1], CONFIGS[3]]),
+       programmed=st.sets(st.sampled_from(NAMES[:4])),
+       svcs=st.lists(plannable_services, min_size=1, max_size=4),
+       bad_svcs=st.lists(hostile_services, max_size=2),
+       slices=st.lists(plannable_slices, max_size=3),
+       bad_slices=st.lists(hostile_slices, max_size=2))
 def test_plan_of_hostile_nodes_renders_and_holds_only_valid_values(
         good: list[Any], bad: list[Any], neighbors: dict[str, str], config: AgentConfig,
-        programmed: set[str]) -> None:
+        programmed: set[str], svcs: list[Any], bad_svcs: list[Any], slices: list[Any],
+        bad_slices: list[Any]) -> None:
     state = cluster_state([*good, *bad])
     assert not any("could not be parsed" in r.reason for r in state.refusals)
-    p = plan(config, state, neighbors, programmed=programmed)
+    services_state = service_state([*svcs, *bad_svcs], [*slices, *bad_slices])
+    assert not any("could not be parsed" in r.reason for r in services_state.refusals)
+    p = plan(config, state, neighbors, programmed=programmed, services=services_state)
     check_plan(config, p)
     # How deep the examples reach (--hypothesis-show-statistics): not asserted, watched.
     event(f"{len(p.attachments)} attachments")
     event(f"accepted: {any(peer.accept_v4 or peer.accept_v6 for peer in p.frr.server_peers)}")
     event(f"static routes: {bool(p.dataplane.static_routes)}")
     event(f"vxlan peers: {bool(p.dataplane.vxlan_peers)}")
+    event(f"VIPs announced: {any(peer.vips_v4 or peer.vips_v6 for peer in p.frr.server_peers)}")
+    event(f"VIPs: {len(p.services)}, refused: {sum(v.refused is not None for v in p.services)}")
     # Headroom admission refusing nodes takes a second planning pass: fuzz that one too.
     tight = {"ipv4_routes": 3, "ipv6_routes": 2, "nexthops": 2, "neighbors": 1,
              "fdb_entries": 1, "remote_vteps": 1}
-    check_plan(config, plan(config, state, neighbors, capacity=tight, programmed=programmed))
+    check_plan(config, plan(config, state, neighbors, capacity=tight, programmed=programmed,
+                            services=services_state))
 
 
 @FUZZ
@@ -403,3 +521,34 @@ def test_pod_index_takes_hostile_pods(objs: list[Any], node_ips: list[str]) -> N
     index.refusals()
     index.drop_node("n1")
     assert len(index) == 0
+
+
+@FUZZ
+@given(obj=hostile_services)
+def test_parse_service_never_raises_and_keeps_only_valid_values(obj: Any) -> None:
+    service, refusals = parse_service(obj)
+    for r in refusals:
+        assert "\n" not in r.name and "\n" not in r.reason
+        assert len(r.name) < 400 and len(r.reason) < 1000
+    if service is None:
+        return
+    assert service.key.count("/") == 1 and "\n" not in service.key
+    assert service.policy in ("Cluster", "Local")
+    assert len(service.vips) <= MAX_VIPS_PER_SERVICE and len(set(service.vips)) == len(
+        service.vips)
+    for addr in service.vips:
+        assert ipaddress.ip_address(str(addr)) == addr and "%" not in str(addr)
+
+
+@FUZZ
+@given(obj=hostile_slices)
+def test_parse_endpoint_slice_never_raises_and_keeps_only_node_names(obj: Any) -> None:
+    found, refusals = parse_endpoint_slice(obj)
+    for r in refusals:
+        assert "\n" not in r.name and "\n" not in r.reason
+        assert len(r.name) < 400 and len(r.reason) < 1000
+    if found is None:
+        return
+    assert found.service_key.count("/") == 1
+    for name in found.ready_nodes | found.serving_nodes:
+        validate.node_name(name)

@@ -1,5 +1,6 @@
-"""Golden files: each tests/golden/<case>/ holds config.yaml + cluster.yaml (input) and
-frr.conf + refusals.txt (expected). The rendered config must match byte for byte, and FRR itself
+"""Golden files: each tests/golden/<case>/ holds config.yaml + cluster.yaml (input: Nodes, and
+Services and EndpointSlices where a case has them) and frr.conf + refusals.txt (expected), planned
+as `fabric-agent render` plans them. The rendered config must match byte for byte, and FRR itself
 (`vtysh -C -f`) must accept every expected frr.conf. UPDATE_GOLDEN=1 rewrites the expectations;
 review the diff before committing it."""
 
@@ -13,10 +14,8 @@ from pathlib import Path
 import pytest
 
 from agent.apply.frr.render import render_frr
-from agent.cli import read_cluster_file
-from agent.cluster.nodes import cluster_state
+from agent.cli import plan_cluster_file
 from agent.config import load_config
-from agent.plan.build import plan
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "config.yaml").exists())
@@ -24,7 +23,7 @@ CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "config.yaml").exists())
 
 def _render(case: Path) -> tuple[str, str]:
     cfg = load_config(case / "config.yaml")
-    result = plan(cfg, cluster_state(read_cluster_file(str(case / "cluster.yaml"))))
+    result = plan_cluster_file(cfg, str(case / "cluster.yaml"))
     refusals = "".join(f"{r}\n" for r in result.refusals)
     return render_frr(result.frr), refusals
 

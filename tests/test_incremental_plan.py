@@ -1,11 +1,12 @@
 """The incremental core equals the from-scratch plan (issue 15).
 
 - PlanCache.plan after every step of random churn (Nodes added, changed, deleted, with
-  overlapping CIDRs, shared InternalIPs, contested ports, ages, routing modes, LLDP) equals
+  overlapping CIDRs, shared InternalIPs, contested ports, ages, routing modes, readiness, LLDP;
+  Services and EndpointSlices added, changed, deleted, with shared and hostile VIPs) equals
   (cluster_state, plan) computed from scratch;
 - the ownership index gives what the pairwise rule gives (the rule as it was written before the
   index: every CIDR compared with every CIDR kept so far), on hand-made Nodes too;
-- a change parses only the Node that changed.
+- a change parses only the Node (or Service, or EndpointSlice) that changed.
 
 CI runs a fixed derandomized profile (KFA_FUZZ_PROFILE=deep hunts longer), as test_fuzz_parsers.
 """
@@ -20,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.cluster.nodes import IPNetwork, Node, Refusal, cluster_state
+from agent.cluster.services import service_state
 from agent.config import AgentConfig, parse_config
 from agent.plan.build import plan
 from agent.plan.incremental import PlanCache
@@ -35,7 +37,7 @@ CIDRS = ["10.244.0.0/16", "10.244.1.0/24", "10.244.1.128/25", "10.244.1.0/24", "
          "fd00:10:244::/64", "fd00:10:244:1::/64", "fd00:99::/64", "10.244.4.1/24"]
 # InternalIPs inside pod CIDRs, shared, outside node_networks, the switch's own router id.
 IPS = ["192.168.0.1", "192.168.0.2", "10.244.1.5", "10.244.2.9", "172.16.0.1", "10.0.0.1",
-       "fd00:192::1", "fd00:10:244::5", "fd00:192::2"]
+       "fd00:192::1", "fd00:10:244::5", "fd00:192::2", "203.0.113.7"]
 PORTS = ["leaf1/swp1", "leaf1/swp2", "leaf1/swp3", "leaf1/swp9", "LEAF1/swp2", "leaf2/swp1"]
 FLANNEL = {FLANNEL_PREFIX + "backend-type": "vxlan",
            FLANNEL_PREFIX + "backend-data": '{"VNI": 1, "VtepMAC": "aa:bb:cc:dd:ee:01"}',
@@ -51,7 +53,15 @@ CONFIGS = [
     {"switch": {"hostname": "leaf1", "asn": 65101, "router_id": "10.0.0.1"},
      "fabric": {"server_ports": ["swp1", "swp2"], "pod_supernets": ["10.244.0.0/16"],
                 "advertise_node_ips": False, "default_routing": "static"}},
+    {"switch": {"hostname": "leaf1", "asn": 65101, "router_id": "203.0.113.1"},
+     "fabric": {"server_ports": ["swp1", "swp2", "swp3"], "uplinks": ["swp51"],
+                "pod_supernets": ["10.244.0.0/16", "fd00:10:244::/48"],
+                "service_pools": ["203.0.113.0/24", "fd00:203::/64"], "vip_ecmp_width": 2}},
 ]
+# In the pools, a pod IP, a node IP (also in the pools), the switch's own, hostile ones.
+VIPS = ["203.0.113.10", "203.0.113.11", "fd00:203::10", "10.244.1.9", "192.168.0.1",
+        "203.0.113.7", "203.0.113.1", "127.0.0.1", "198.51.100.1", "bogus"]
+SERVICES = ["a", "b", "c"]
 
 
 @st.composite
@@ -64,26 +74,58 @@ def node_objects(draw: st.DrawFn) -> dict[str, Any]:
         annotations[ROUTING_ANNOTATION] = routing
     if draw(st.integers(0, 3)) == 0:
         annotations.update(FLANNEL)
+    labels = {"gen": str(draw(st.integers(0, 2)))}
+    if draw(st.integers(0, 4)) == 0:
+        labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
     obj: dict[str, Any] = {
         "metadata": {"name": draw(st.sampled_from(NAMES)),
                      "creationTimestamp": draw(st.sampled_from(STAMPS)),
                      "annotations": annotations,
-                     "labels": {"gen": str(draw(st.integers(0, 2)))}},
+                     "labels": labels},
         "spec": {"podCIDRs": draw(st.lists(st.sampled_from(CIDRS), max_size=3)),
                  "unschedulable": draw(st.booleans())},
         "status": {"addresses": [{"type": "InternalIP", "address": a}
-                                 for a in draw(st.lists(st.sampled_from(IPS), max_size=3))]},
+                                 for a in draw(st.lists(st.sampled_from(IPS), max_size=3))],
+                   "conditions": [{"type": "Ready", "status": draw(st.sampled_from(
+                       ["True", "True", "False", "Unknown"]))}]},
     }
     return obj
 
 
+@st.composite
+def service_objects(draw: st.DrawFn) -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": draw(st.sampled_from(SERVICES)),
+                         "creationTimestamp": draw(st.sampled_from(STAMPS))},
+            "spec": {"type": draw(st.sampled_from(["LoadBalancer", "ClusterIP"])),
+                     "externalTrafficPolicy": draw(st.sampled_from([None, "Cluster", "Local",
+                                                                    "Nowhere"])),
+                     "externalIPs": draw(st.lists(st.sampled_from(VIPS), max_size=2))},
+            "status": {"loadBalancer": {"ingress": [
+                {"ip": v} for v in draw(st.lists(st.sampled_from(VIPS), max_size=2))]}}}
+
+
+@st.composite
+def slice_objects(draw: st.DrawFn) -> dict[str, Any]:
+    service = draw(st.sampled_from(SERVICES))
+    return {"metadata": {"namespace": "ns", "name": f"{service}-{draw(st.integers(0, 1))}",
+                         "labels": {"kubernetes.io/service-name": service}},
+            "endpoints": [{"nodeName": n, "conditions": {"ready": r}} for n, r in draw(st.lists(
+                st.tuples(st.sampled_from(NAMES), st.sampled_from([True, False, None])),
+                max_size=3))]}
+
+
 # One step: put an object (add or replace a Node by name) or delete a name; occasionally put a
-# second object with a name already present (a file may), or re-send an equal copy.
+# second object with a name already present (a file may), or re-send an equal copy; put or
+# delete a Service or an EndpointSlice.
 STEPS = st.lists(st.one_of(
     st.tuples(st.just("put"), node_objects()),
     st.tuples(st.just("delete"), st.sampled_from(NAMES)),
     st.tuples(st.just("dup"), node_objects()),
     st.tuples(st.just("copy"), st.sampled_from(NAMES)),
+    st.tuples(st.just("service"), service_objects()),
+    st.tuples(st.just("no-service"), st.sampled_from(SERVICES)),
+    st.tuples(st.just("slice"), slice_objects()),
+    st.tuples(st.just("no-slice"), st.sampled_from(["a-0", "a-1", "b-0", "c-1"])),
 ), min_size=1, max_size=25)
 
 
@@ -101,6 +143,8 @@ def test_incremental_plan_equals_plan_from_scratch_after_every_change(
     capacity = {"ipv4_routes": 2, "ipv6_routes": 1} if tight else None
     cache = PlanCache()
     store: dict[str, dict[str, Any]] = {}  # as the informer: name -> object, replaced on change
+    services: dict[str, dict[str, Any]] = {}
+    slices: dict[str, dict[str, Any]] = {}
     extra: list[dict[str, Any]] = []
     programmed: tuple[str, ...] = ()
     for op, arg in steps:
@@ -112,10 +156,20 @@ def test_incremental_plan_equals_plan_from_scratch_after_every_change(
             extra = [arg]
         elif op == "copy" and arg in store:
             store[arg] = {**store[arg]}  # a new object, equal content
+        elif op == "service":
+            services[arg["metadata"]["name"]] = arg
+        elif op == "no-service":
+            services.pop(arg, None)
+        elif op == "slice":
+            slices[arg["metadata"]["name"]] = arg
+        elif op == "no-slice":
+            slices.pop(arg, None)
         objects = [*store.values(), *extra]
-        got = cache.plan(config, objects, neighbors, capacity=capacity, programmed=programmed)
+        got = cache.plan(config, objects, neighbors, capacity=capacity, programmed=programmed,
+                         services=services.values(), endpoint_slices=slices.values())
         scratch = cluster_state(objects)
-        want = plan(config, scratch, neighbors, capacity=capacity, programmed=programmed)
+        want = plan(config, scratch, neighbors, capacity=capacity, programmed=programmed,
+                    services=service_state(services.values(), slices.values()))
         assert got == (scratch, want)
         programmed = want.admission.admitted if want.admission else ()
 
@@ -139,7 +193,7 @@ def test_a_change_decides_again_the_whole_chain_of_overlapping_cidrs() -> None:
 
 
 def test_a_new_config_is_planned_from_scratch() -> None:
-    first, second = (parse_config(c) for c in CONFIGS)
+    first, second = (parse_config(c) for c in CONFIGS[:2])
     objs = [{"metadata": {"name": "n1", "creationTimestamp": STAMPS[1], "annotations": {
         SWITCH_PORT_ANNOTATION: "leaf1/swp1"}}, "spec": {"podCIDRs": ["10.244.1.0/24"]}}]
     cache = PlanCache()
@@ -258,3 +312,47 @@ def test_ownership_index_decides_as_the_pairwise_rule(nodes: tuple[Node, ...],
     rules = HostRouteRules.from_config(config)
     assert (admitted_prefixes(nodes, supernets, include, rules)
             == pairwise_admitted_prefixes(nodes, supernets, include, rules))
+
+
+def test_a_service_change_parses_only_what_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.cluster.services as services
+
+    parsed: list[str] = []
+    for name in ("parse_service", "parse_endpoint_slice"):
+        real = getattr(services, name)
+        monkeypatch.setattr(services, name, lambda obj, real=real: (
+            parsed.append(obj["metadata"]["name"]), real(obj))[1])
+    config = parse_config(CONFIGS[2])
+    nodes = [{"metadata": {"name": f"n{i}", "creationTimestamp": STAMPS[1], "annotations": {
+        SWITCH_PORT_ANNOTATION: f"leaf1/swp{i}"}}, "spec": {"podCIDRs": [f"10.244.{i}.0/24"]},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}} for i in (1, 2)]
+    svcs = {f"s{i}": {"metadata": {"namespace": "ns", "name": f"s{i}"}, "spec": {
+        "type": "LoadBalancer", "externalTrafficPolicy": "Local"}, "status": {"loadBalancer": {
+            "ingress": [{"ip": f"203.0.113.{i}"}]}}} for i in range(10, 40)}
+    eps = {f"s{i}-x": {"metadata": {"namespace": "ns", "name": f"s{i}-x", "labels": {
+        "kubernetes.io/service-name": f"s{i}"}}, "endpoints": [{"nodeName": "n1"}]}
+        for i in range(10, 40)}
+    cache = PlanCache()
+    cache.plan(config, nodes, services=svcs.values(), endpoint_slices=eps.values())
+    parsed.clear()
+    eps["s12-x"] = {**eps["s12-x"], "endpoints": [{"nodeName": "n2"}]}  # the endpoint moved
+    _, result = cache.plan(config, nodes, services=svcs.values(), endpoint_slices=eps.values())
+    assert parsed == ["s12-x"]
+    assert result == plan(config, cluster_state(nodes),
+                          services=service_state(svcs.values(), eps.values()))
+    assert next(v for v in result.services if v.vip == "203.0.113.12").nodes_permitted == ("n2",)
+    parsed.clear()
+    cache.plan(config, nodes, services=svcs.values(), endpoint_slices=eps.values())
+    assert parsed == []  # nothing changed: nothing parsed, nothing assembled again
+
+
+def test_without_pools_the_cache_reads_no_service() -> None:
+    import agent.cluster.services as services
+
+    config = parse_config(CONFIGS[0])
+    svc = {"metadata": {"namespace": "ns", "name": "a"}, "spec": {"externalIPs": ["bogus"]}}
+    cache = PlanCache()
+    _, got = cache.plan(config, [], services=[svc], endpoint_slices=[svc])
+    assert got == plan(config, cluster_state([]), services=service_state([svc], [svc]))
+    assert not [r for r in got.refusals if r.kind == "service"] and got.services == ()
+    assert services.parse_service(svc)[1]  # it would have been refused, had it been read

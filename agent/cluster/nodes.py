@@ -66,6 +66,9 @@ class Node:
     switch_port: SwitchPort | None  # from the annotation
     flannel: FlannelVxlan | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # status.conditions Ready is "True". Absent or Unknown is not ready, as Kubernetes' service
+    # controller decides which nodes may carry load-balanced traffic.
+    ready: bool = False
 
 
 def value_at(obj: Any, *path: str) -> Any:
@@ -139,6 +142,7 @@ def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
             internal_ips.append(addr)
 
     unschedulable = value_at(obj, "spec", "unschedulable") is True
+    ready = node_ready(value_at(obj, "status", "conditions"))
 
     routing = annotations.get(ROUTING_ANNOTATION)
     if routing is not None and routing not in ROUTING_MODES:
@@ -180,8 +184,23 @@ def parse_node(obj: Any) -> tuple[Node | None, list[Refusal]]:
         switch_port=switch_port,
         flannel=flannel,
         labels=str_map(value_at(obj, "metadata", "labels")),
+        ready=ready,
     )
     return node, refusals
+
+
+MAX_CONDITIONS_READ = 16  # kubelets report 5; the informer keeps 16
+
+
+def node_ready(conditions: Any) -> bool:
+    """Whether the first Ready condition (as Kubernetes reads them) says "True"; anything
+    else, a missing or malformed list included, is not ready."""
+    if not isinstance(conditions, list):
+        return False
+    for entry in conditions[:MAX_CONDITIONS_READ]:
+        if value_at(entry, "type") == "Ready":
+            return value_at(entry, "status") == "True"
+    return False
 
 
 def parse_flannel(annotations: Mapping[str, str]) -> FlannelVxlan:

@@ -5,10 +5,11 @@ call it without root. When two nodes claim the same address space the older Node
 creationTimestamp, then name) keeps it, so a newcomer can never take over routes that were
 already programmed for someone else.
 
-plan() derives what it reads of the cluster (attachments, address ownership, overlay nodes) into
-a `ClusterView` and assembles the desired state from that; `agent.plan.incremental.PlanCache`
-keeps the same view up to date change by change and hands it to the same assembly, so the two
-cannot disagree on anything but the view, which the tests compare on random churn.
+plan() derives what it reads of the cluster (attachments, address ownership, overlay nodes,
+Services) into a `ClusterView` and assembles the desired state from that;
+`agent.plan.incremental.PlanCache` keeps the same view up to date change by change and hands it
+to the same assembly, so the two cannot disagree on anything but the view, which the tests
+compare on random churn.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from dataclasses import dataclass, replace
 
 from agent.cluster.attachments import Attachment, resolve
 from agent.cluster.nodes import ClusterState, IPNetwork, Node, Refusal
+from agent.cluster.services import NO_SERVICES, ServiceState
 from agent.config import AgentConfig
 from agent.headroom.profiles import capacity_for
 from agent.headroom.resources import Capacity
-from agent.plan.admission import admit, candidates_for
+from agent.plan.admission import AdmissionResult, admit, candidates_for
 from agent.plan.costs import node_costs
 from agent.plan.model import (
     DataplaneDesired,
@@ -30,11 +32,13 @@ from agent.plan.model import (
     Plan,
     PlannedAttachment,
     ServerPeer,
+    ServiceVip,
     StaticRoute,
     VtepDevice,
     VxlanPeer,
 )
 from agent.plan.ownership import HostRouteRules, admitted_prefixes, host_prefix
+from agent.plan.services import VipTable, limit_vips, service_vips, vip_costs
 
 __all__ = ["ClusterView", "HostRouteRules", "admitted_prefixes", "derive", "plan", "plan_view",
            "static_routes", "vxlan_peers"]
@@ -52,10 +56,12 @@ class ClusterView:
     prefixes: Mapping[str, Sequence[IPNetwork]]  # per node: what it may announce
     prefix_refusals: Sequence[Refusal]
     overlay: Sequence[Node]  # at least every node in vxlan mode, any order
+    services: ServiceState = NO_SERVICES  # Services and where their endpoints are ready
 
 
 def derive(config: AgentConfig, cluster: ClusterState,
-           lldp_neighbors: Mapping[str, str] | None = None) -> ClusterView:
+           lldp_neighbors: Mapping[str, str] | None = None,
+           services: ServiceState | None = None) -> ClusterView:
     fabric = config.fabric
     attachments, att_refusals = resolve(
         switch_hostname=config.switch.hostname,
@@ -69,7 +75,7 @@ def derive(config: AgentConfig, cluster: ClusterState,
     prefixes, prefix_refusals = admitted_prefixes(cluster.nodes, supernets,
                                                   fabric.advertise_node_ips, rules)
     return ClusterView(cluster, cluster.by_name(), attachments, att_refusals, prefixes,
-                       prefix_refusals, cluster.nodes)
+                       prefix_refusals, cluster.nodes, services or NO_SERVICES)
 
 
 def plan(
@@ -79,15 +85,18 @@ def plan(
     *,
     capacity: Mapping[str, Capacity] | None = None,
     programmed: Collection[str] = (),
+    services: ServiceState | None = None,
 ) -> Plan:
     """The desired state. With headroom admission on (the default), nodes whose entries would
     not fit the ASIC's capacity minus the reserve are refused, newest first, keeping what is
     `programmed` (the previous plan's admitted nodes): their sessions stay up but accept
-    nothing, and no kernel or SONiC entry is asked for them. `capacity` defaults to the
-    configured profile and overrides. Entries others hold (uplink routes) are not subtracted:
-    the reserve keeps room for them (README, Known limits)."""
-    return plan_view(config, derive(config, cluster, lldp_neighbors), capacity=capacity,
-                     programmed=programmed)
+    nothing, and no kernel or SONiC entry is asked for them; then Service VIPs get the room the
+    nodes leave, oldest Service first. `capacity` defaults to the configured profile and
+    overrides. Entries others hold (uplink routes) are not subtracted: the reserve keeps room
+    for them (README, Known limits). `services`: agent.cluster.services.service_state() of the
+    Services and EndpointSlices; None is none (read only with fabric.service_pools set)."""
+    return plan_view(config, derive(config, cluster, lldp_neighbors, services),
+                     capacity=capacity, programmed=programmed)
 
 
 def plan_view(
@@ -98,7 +107,13 @@ def plan_view(
     programmed: Collection[str] = (),
 ) -> Plan:
     """plan() from an already derived view of the cluster."""
-    full = _plan(config, view, frozenset())
+    table = service_vips(config, view.services, view.by_name, bgp_attached(config, view),
+                         view.prefixes)
+    # Services are read only when VIPs may be accepted at all: with no pools, nothing of them
+    # shows (no refusal either), as before Services were read.
+    service_refusals = ((*view.services.refusals, *table.refusals)
+                        if config.fabric.service_pools else ())
+    full = _plan(config, view, frozenset(), table, table.vips, service_refusals)
     if capacity is None:
         capacity = capacity_for(config.headroom.profile, config.headroom.capacity)
     costs = node_costs(full.attachments, full.dataplane)
@@ -106,17 +121,47 @@ def plan_view(
     served = [view.by_name[name] for name in costs]
     result = admit(candidates_for(served, costs), costs, capacity,
                    config.headroom.reserve_percent, programmed)
-    if not config.headroom.admission or not result.refused:
-        return replace(full, admission=result, costs=costs)
-    limited = _plan(config, view, frozenset(result.refused_nodes))
-    refusals = limited.refusals + tuple(r.as_refusal() for r in result.refused)
-    return replace(limited, refusals=refusals, admission=result, costs=costs)
+    done = {"admission": result, "costs": costs, "vip_costs": vip_costs(table.vips)}
+    if not config.headroom.admission:
+        return replace(full, services=table.vips, **done)
+    vips, vips_refused = limit_vips(table, result.refused_nodes, _route_room(result))
+    if not result.refused and not vips_refused:
+        return replace(full, services=vips, **done)
+    limited = _plan(config, view, frozenset(result.refused_nodes), table, vips,
+                    service_refusals)
+    refusals = (*limited.refusals, *(r.as_refusal() for r in result.refused), *vips_refused)
+    return replace(limited, refusals=refusals, services=vips, **done)
 
 
-def _plan(config: AgentConfig, view: ClusterView, refused: frozenset[str]) -> Plan:
+def _route_room(result: AdmissionResult) -> dict[str, int | None]:
+    """Routes left per family once the admitted nodes' entries are planned (None: no limit)."""
+    room: dict[str, int | None] = {}
+    for resource in ("ipv4_routes", "ipv6_routes"):
+        budget = result.budget.get(resource)
+        room[resource] = None if budget is None else max(budget - result.planned[resource], 0)
+    return room
+
+
+def bgp_attached(config: AgentConfig, view: ClusterView) -> list[str]:
+    """The nodes with a BGP session on a server port: the only ones that can announce a VIP
+    (a static node's VIP routes would be the leaf's own: not done yet)."""
+    ports = set(config.fabric.server_ports)
+    found = []
+    for att in view.attachments:
+        node = view.by_name.get(att.node)
+        if att.port in ports and node is not None and (
+                node.routing or config.fabric.default_routing) == "bgp":
+            found.append(node.name)
+    return found
+
+
+def _plan(config: AgentConfig, view: ClusterView, refused: frozenset[str], table: VipTable,
+          vips: Sequence[ServiceVip], service_refusals: Sequence[Refusal]) -> Plan:
+    """The desired state with the nodes in `refused` accepting nothing; `vips`: `table`'s VIPs
+    as headroom left them (refused for room, nodes refused taken out)."""
     fabric = config.fabric
     refusals: list[Refusal] = [*view.cluster.refusals, *view.attachment_refusals,
-                               *view.prefix_refusals]
+                               *view.prefix_refusals, *service_refusals]
     nodes = view.by_name
     supernets = [ipaddress.ip_network(s) for s in fabric.pod_supernets]
     rules = HostRouteRules.from_config(config)
@@ -127,6 +172,11 @@ def _plan(config: AgentConfig, view: ClusterView, refused: frozenset[str]) -> Pl
         return list(view.prefixes.get(name, ()))
 
     by_port: dict[str, Attachment] = {a.port: a for a in view.attachments}
+    vips_of: dict[str, list[str]] = {}  # node -> the VIP prefixes it may announce, in order
+    for vip in vips:
+        if vip.refused is None:
+            for name in vip.nodes_permitted:
+                vips_of.setdefault(name, []).append(vip.prefix)
     peers: list[ServerPeer] = []
     planned: list[PlannedAttachment] = []
     advertised: list[IPNetwork] = []
@@ -151,12 +201,15 @@ def _plan(config: AgentConfig, view: ClusterView, refused: frozenset[str]) -> Pl
         if routing != "bgp":
             continue  # the port gets no BGP session: the node does not speak BGP
         advertised.extend(accepted)
+        own_vips = vips_of.get(node.name, ())
         peers.append(ServerPeer(
             port=port,
             node=node.name,
             accept_v4=tuple(str(p) for p in accepted if p.version == 4),
             accept_v6=tuple(str(p) for p in accepted if p.version == 6),
             draining=node.unschedulable,
+            vips_v4=tuple(p for p in own_vips if ":" not in p),
+            vips_v6=tuple(p for p in own_vips if ":" in p),
         ))
 
     overlay = tuple(n for n in view.overlay if n.name not in refused)
@@ -171,7 +224,12 @@ def _plan(config: AgentConfig, view: ClusterView, refused: frozenset[str]) -> Pl
     routed_here = [ipaddress.ip_network(p) for p in dataplane.prefixes]
     advertised.extend(routed_here)
 
-    aggregates = supernets if fabric.aggregate_to_supernets else []
+    # Every admitted VIP goes upstream, announced or not yet: the uplinks' list then changes
+    # with the Services, not with every endpoint that moves.
+    networks = table.networks or {}
+    advertised.extend(networks[v.vip] for v in vips if v.refused is None)
+    pools = [ipaddress.ip_network(p) for p in fabric.service_pools]
+    aggregates = supernets + pools if fabric.aggregate_to_supernets else []
     upstream = aggregates or sorted(advertised, key=lambda n: (n.version, n))
     frr = FrrDesired(
         hostname=config.switch.hostname,
@@ -188,6 +246,7 @@ def _plan(config: AgentConfig, view: ClusterView, refused: frozenset[str]) -> Pl
         redistribute_v4=tuple(str(n) for n in routed_here if n.version == 4),
         redistribute_v6=tuple(str(n) for n in routed_here if n.version == 6),
         **_originated(config, routed_here),
+        maximum_paths=fabric.vip_ecmp_width if fabric.service_pools else None,
     )
     return Plan(frr, tuple(planned), tuple(refusals), dataplane)
 

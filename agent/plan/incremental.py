@@ -3,8 +3,9 @@
 Every Node event re-plans the whole cluster; with thousands of Nodes parsing them all and
 deciding address ownership from scratch cost seconds per change. The cache keeps, between two
 plans of the same config: each Node object's parse, the ownership indexes (agent.plan.ownership),
-the annotation claims on this switch, the names LLDP is matched against and the overlay nodes.
-A plan then parses only the objects it has not seen, updates those structures with the Nodes
+the annotation claims on this switch, the names LLDP is matched against and the overlay nodes;
+and each Service and EndpointSlice object's parse. A plan then parses only the objects it has
+not seen, updates those structures with the Nodes
 that differ, and hands the resulting ClusterView to the same assembly plan() uses
 (build.plan_view). The result equals plan(config, cluster_state(objects), ...) for the same
 inputs: tests/test_incremental_plan.py checks it after every step of random churn.
@@ -13,7 +14,9 @@ Parses are keyed by the identity of the object, not by resourceVersion: the Node
 slimmed objects without resourceVersion (so a heartbeat-only update compares equal and costs no
 re-plan) and replaces a stored object on change, never mutates it. An object seen before is
 therefore the same content, and a changed Node is a new object. Callers must not mutate the
-objects they pass in.
+objects they pass in. Services and EndpointSlices are kept the same way; what plan() reads of
+them (agent.cluster.services.ServiceState) is assembled again from the parses when any object
+came or went (O(Services + slices), no endpoint is read again), and reused when none did.
 """
 
 from __future__ import annotations
@@ -21,11 +24,19 @@ from __future__ import annotations
 import ipaddress
 import threading
 from bisect import bisect_left, insort
-from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import replace
+from typing import Any, Generic, TypeVar
 
 from agent.cluster.attachments import NameIndex, annotation_claim, decide
 from agent.cluster.nodes import ClusterState, Node, Refusal, duplicate, parse_checked
+from agent.cluster.services import (
+    NO_SERVICES,
+    ServiceState,
+    assemble,
+    parse_service_checked,
+    parse_slice_checked,
+)
 from agent.config import AgentConfig
 from agent.headroom.resources import Capacity
 from agent.plan.build import ClusterView, plan_view
@@ -33,6 +44,34 @@ from agent.plan.model import Plan
 from agent.plan.ownership import HostRouteRules, Ownership
 
 _Parsed = tuple[Any, Node | None, tuple[Refusal, ...]]
+_P = TypeVar("_P")
+
+
+class _Parses(Generic[_P]):
+    """Parses of the objects of one kind, by object identity (each entry holds its object, so
+    an id is not reused while it is here), and what was assembled from the last list."""
+
+    def __init__(self, parse: Callable[[Any], _P]) -> None:
+        self.parse = parse
+        self.by_id: dict[int, tuple[Any, _P]] = {}
+        self.order: tuple[int, ...] = ()
+        self.parses: list[_P] = []  # of the last list, in its order (an object twice: twice)
+
+    def update(self, objects: tuple[Any, ...]) -> bool:
+        """Parse the objects not seen before; False when the list is the very same objects in
+        the same order as last time (nothing to assemble again)."""
+        order = tuple(map(id, objects))
+        if order == self.order:
+            return False
+        by_id: dict[int, tuple[Any, _P]] = {}
+        for obj in objects:
+            entry = self.by_id.get(id(obj))
+            if entry is None or entry[0] is not obj:
+                entry = (obj, self.parse(obj))
+            by_id[id(obj)] = entry
+        self.by_id, self.order = by_id, order
+        self.parses = [by_id[i][1] for i in order]
+        return True
 
 
 class PlanCache:
@@ -61,6 +100,9 @@ class PlanCache:
         self._claim_refusals: dict[str, Refusal] = {}
         self._lldp_names = NameIndex()
         self._overlay: dict[str, Node] = {}  # nodes in vxlan mode
+        self._service_parses = _Parses(parse_service_checked)
+        self._slice_parses = _Parses(parse_slice_checked)
+        self._services: ServiceState = NO_SERVICES
 
     def plan(
         self,
@@ -70,18 +112,33 @@ class PlanCache:
         *,
         capacity: Mapping[str, Capacity] | None = None,
         programmed: Collection[str] = (),
+        services: Iterable[Any] = (),
+        endpoint_slices: Iterable[Any] = (),
     ) -> tuple[ClusterState, Plan]:
-        """(cluster_state(node_objects), plan(config, that, lldp_neighbors, ...))."""
+        """(cluster_state(node_objects), plan(config, that, lldp_neighbors, ...,
+        services=service_state(services, endpoint_slices)))."""
         with self._lock:
             try:
                 if config is not self._config and config != self._config:
                     self._reset(config)  # every derived structure depends on the config
                 cluster = self._cluster(node_objects)
-                return cluster, plan_view(config, self._view(config, cluster, lldp_neighbors),
-                                          capacity=capacity, programmed=programmed)
+                view = replace(self._view(config, cluster, lldp_neighbors),
+                               services=self._service_state(config, services, endpoint_slices))
+                return cluster, plan_view(config, view, capacity=capacity,
+                                          programmed=programmed)
             except BaseException:
                 self._reset(None)
                 raise
+
+    def _service_state(self, config: AgentConfig, services: Iterable[Any],
+                       endpoint_slices: Iterable[Any]) -> ServiceState:
+        if not config.fabric.service_pools:
+            return NO_SERVICES  # plan() reads nothing of them: no parse, no memory
+        changed = self._service_parses.update(tuple(services))
+        changed = self._slice_parses.update(tuple(endpoint_slices)) or changed
+        if changed:
+            self._services = assemble(self._service_parses.parses, self._slice_parses.parses)
+        return self._services
 
     def _cluster(self, node_objects: Iterable[Any]) -> ClusterState:
         objects = tuple(node_objects)

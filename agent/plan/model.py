@@ -79,6 +79,10 @@ class ServerPeer:
     accept_v4: tuple[str, ...] = ()
     accept_v6: tuple[str, ...] = ()
     draining: bool = False
+    # Service VIPs (/32, /128) the node may announce besides its own prefixes; the same
+    # inbound prefix list takes them, so a change is a soft refresh, never a session reset.
+    vips_v4: tuple[str, ...] = ()
+    vips_v6: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,9 @@ class FrrDesired:
     # `network` statements instead; only the ones the data plane holds (originated_only()).
     originate_v4: tuple[str, ...] = ()
     originate_v6: tuple[str, ...] = ()
+    # BGP maximum-paths per address family: how many nodes a VIP is spread over. None: not
+    # rendered (no fabric.service_pools, so the config stays as it was before VIPs).
+    maximum_paths: int | None = None
 
 
 def originated_only(frr: FrrDesired, programmed: Collection[str]) -> FrrDesired:
@@ -127,6 +134,27 @@ class PlannedAttachment:
 
 
 @dataclass(frozen=True)
+class ServiceVip:
+    """One Service VIP and who may announce it: what `fabricctl services` reports (with what
+    BGP says is announced). Shared by several Services, the nodes are the union of theirs."""
+
+    vip: str  # the address, canonical: "203.0.113.10", "2001:db8:5::10"
+    prefix: str  # what a node may announce: the exact /32 or /128
+    services: tuple[str, ...]  # "namespace/name", sorted
+    policy: str  # externalTrafficPolicy: Cluster | Local | mixed (Services of both)
+    nodes_permitted: tuple[str, ...] = ()  # sorted; empty: no node may announce it now
+    refused: str | None = None  # why no node may announce it at all
+
+    @property
+    def state(self) -> str:
+        return "refused" if self.refused is not None else "ok"
+
+    @property
+    def shared(self) -> bool:
+        return len(self.services) > 1
+
+
+@dataclass(frozen=True)
 class Plan:
     frr: FrrDesired
     attachments: tuple[PlannedAttachment, ...]
@@ -135,3 +163,8 @@ class Plan:
     admission: AdmissionResult | None = None
     # What every served node wants, refused ones included: the headroom report's "desired".
     costs: Mapping[str, Counts] = field(default_factory=dict)
+    # Every VIP named by a Service, in address order (IPv4 first), refused ones included.
+    services: tuple[ServiceVip, ...] = ()
+    # Routes the VIPs want on the leaf (one per VIP some node may announce, refused for room
+    # or not): not any one node's cost, so not in `costs`; the headroom's "desired" adds it.
+    vip_costs: Counts = field(default_factory=Counts)

@@ -39,6 +39,21 @@ def age(node: Node) -> tuple[str, str]:
     return (node.created, node.name)
 
 
+def switch_addresses(config: AgentConfig) -> list[tuple[IPNetwork, str]]:
+    """The switch's own addresses, each with the config key that names it: no node may take
+    one as its host route or a VIP (it would pull the switch's own traffic)."""
+    switch = config.switch
+    found: list[tuple[IPNetwork, str]] = []
+    for key, value in (("switch.router_id", switch.router_id),
+                       ("switch.vtep_ip", switch.vtep_ip)):
+        if value is not None:
+            found.append((host_prefix(ipaddress.ip_address(value)), key))
+    if config.dataplane.vxlan.address is not None:
+        found.append((ipaddress.ip_network(config.dataplane.vxlan.address),
+                      "dataplane.vxlan.address"))
+    return found
+
+
 @dataclass(frozen=True)
 class HostRouteRules:
     """Where a node's InternalIP host route may not lie, each with the reason a refusal gives.
@@ -53,16 +68,9 @@ class HostRouteRules:
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> HostRouteRules:
-        fabric, switch = config.fabric, config.switch
-        forbidden: list[tuple[IPNetwork, str]] = []
-        for key, value in (("switch.router_id", switch.router_id),
-                           ("switch.vtep_ip", switch.vtep_ip)):
-            if value is not None:
-                forbidden.append((host_prefix(ipaddress.ip_address(value)),
-                                  f"InternalIP is this switch's {key}"))
-        if config.dataplane.vxlan.address is not None:
-            forbidden.append((ipaddress.ip_network(config.dataplane.vxlan.address),
-                              "InternalIP is this switch's dataplane.vxlan.address"))
+        fabric = config.fabric
+        forbidden: list[tuple[IPNetwork, str]] = [
+            (net, f"InternalIP is this switch's {key}") for net, key in switch_addresses(config)]
         forbidden.extend((ipaddress.ip_network(n), "InternalIP inside fabric.pod_supernets "
                           "(pod space)") for n in fabric.pod_supernets)
         forbidden.extend((ipaddress.ip_network(n), "InternalIP inside fabric.service_pools "
