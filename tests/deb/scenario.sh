@@ -54,7 +54,7 @@ ok "man fabric-agent, man fabricctl"
 dropin=/etc/systemd/system/$pkg.service.d/50-lldpd-group.conf
 ! getent group _lldpd >/dev/null || fail "the root already has lldpd's group"
 [ ! -e "$dropin" ] || fail "drop-in written without lldpd's group"
-! grep -q "_lldpd" "$unit" || fail "the unit names _lldpd itself"
+! grep -q "^SupplementaryGroups=.*_lldpd" "$unit" || fail "the unit names _lldpd itself"
 ok "without lldpd: no _lldpd group in the unit or a drop-in"
 dpkg -i /root/debs/lldpd_*.deb >/dev/null
 grep -qx "SupplementaryGroups=_lldpd" "$dropin" || fail "lldpd's trigger wrote no drop-in"
