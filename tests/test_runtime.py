@@ -29,6 +29,7 @@ from agent.config import AgentConfig, parse_config
 from agent.headroom.resources import Capacity
 from agent.informers.informer import Informer
 from agent.informers.kubeapi import KubeApi
+from agent.informers.services import ServiceWatch
 from agent.runtime.daemon import Agent, handle_signals
 from agent.runtime.reconcile import Dirty, Reconciler, RuntimeFeedback
 from agent.status.file import write_status_file
@@ -78,10 +79,11 @@ class RecordingApplier:
         self.reports.append(outcome)
 
 
-def config(tmp_path: Path, **headroom: Any) -> AgentConfig:
+def config(tmp_path: Path, service_pools: tuple[str, ...] = (), **headroom: Any) -> AgentConfig:
     return parse_config({
         "switch": {"hostname": "leaf1", "asn": 65101, "router_id": "10.0.0.1"},
-        "fabric": {"server_ports": ["swp1", "swp2"], "pod_supernets": ["10.244.0.0/16"]},
+        "fabric": {"server_ports": ["swp1", "swp2"], "pod_supernets": ["10.244.0.0/16"],
+                   "service_pools": list(service_pools)},
         "frr": {"debounce_ms": 0},
         "kubernetes": {"watch_pods": False},
         "headroom": headroom,
@@ -111,10 +113,13 @@ class Runtime:
         self.frr = RecordingApplier("frr")
         self.dataplane = RecordingApplier("dataplane")
         self.reconciled = 0
+        self.services = (ServiceWatch(cast(KubeApi, object()), on_change=self.dirty.mark,
+                                      watch_timeout=300.0)
+                         if cfg.fabric.service_pools else None)
         self.reconciler = Reconciler(
             cfg, state=self.state, view=self.view, nodes=self.nodes, lldp=None, pods=None,
-            frr=self.frr, dataplane=self.dataplane, dirty=self.dirty, headroom=self.headroom,
-            events=self.events, metrics=Metrics(), on_reconciled=self._reconciled)
+            services=self.services, frr=self.frr, dataplane=self.dataplane, dirty=self.dirty,
+            headroom=self.headroom, events=self.events, metrics=Metrics(), on_reconciled=self._reconciled)
 
     def _reconciled(self) -> None:
         self.reconciled += 1
@@ -123,6 +128,18 @@ class Runtime:
         """What the informer does with a complete list."""
         self.nodes.store = {o["metadata"]["name"]: o for o in objects}
         self.nodes.synced = self.nodes.connected = True
+        self.dirty.mark()
+
+
+    def list_services(self, services: list[dict[str, Any]], slices: list[dict[str, Any]]
+                      ) -> None:
+        """What the two informers do with their complete lists."""
+        assert self.services is not None
+        for informer, objects in ((self.services.services, services),
+                                  (self.services.slices, slices)):
+            informer.store = {f"{o['metadata']['namespace']}/{o['metadata']['name']}": o
+                              for o in objects}
+            informer.synced = informer.connected = True
         self.dirty.mark()
 
 
@@ -156,6 +173,37 @@ async def test_nothing_is_applied_before_the_first_complete_node_list(tmp_path: 
         peers = {p.port: p.node for p in rt.frr.applied[0].server_peers}
         assert peers == {"swp1": "n1", "swp2": None}
         assert len(rt.dataplane.applied) == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def lb_service(name: str, vip: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": "shop", "name": name},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Cluster"},
+            "status": {"loadBalancer": {"ingress": [{"ip": vip}]}}}
+
+
+async def test_with_service_pools_nothing_is_applied_before_services_are_listed(
+    tmp_path: Path,
+) -> None:
+    """A plan made before the Services are listed has no VIP: applied, it would withdraw
+    every VIP the leaf carries (after an agent restart, say) until the list arrives."""
+    rt = Runtime(config(tmp_path, service_pools=("203.0.113.0/24",)))
+    ready = node("n1", "10.244.1.0/24", "swp1", "2026-01-01T00:00:00Z")
+    ready["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
+    task = asyncio.create_task(rt.reconciler.run())
+    try:
+        rt.list_nodes(ready)
+        await until(lambda: not rt.dirty.pending, "the loop to take the mark")
+        await asyncio.sleep(0.05)  # a pass that went ahead would have applied by now
+        assert rt.frr.applied == [], "applied before the Services were listed"
+
+        rt.list_services([lb_service("web", "203.0.113.10")], [])
+        await until(lambda: bool(rt.frr.applied), "the first apply")
+        peer = next(p for p in rt.frr.applied[0].server_peers if p.port == "swp1")
+        assert peer.vips_v4 == ("203.0.113.10/32",)
+        assert [v.vip for v in rt.reconciler.view.s.plan.services] == ["203.0.113.10"]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

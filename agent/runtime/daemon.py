@@ -25,6 +25,7 @@ from agent.informers.kubeapi import KubeApi
 from agent.informers.lldp import LldpPoller
 from agent.informers.node_fields import node_informer
 from agent.informers.pods import PodWatcher
+from agent.informers.services import ServiceWatch
 from agent.runtime.reconcile import Dirty, Reconciler, RuntimeFeedback
 from agent.runtime.systemd import Systemd
 from agent.status.file import group_id, summary_line, write_status_file
@@ -53,6 +54,11 @@ class Agent:
         self.view = AgentView(self.state)
         self.pods = (PodWatcher(api, self.state.pods, self.events, lambda: None, watch_timeout)
                      if config.kubernetes.watch_pods else None)
+        # Services and EndpointSlices only when VIPs may be accepted: a cluster's Services are
+        # not this leaf's business otherwise (and RBAC need not grant them).
+        self.services = (ServiceWatch(api, on_change=self.dirty.mark,
+                                      watch_timeout=watch_timeout)
+                         if config.fabric.service_pools else None)
         self.lldp = (LldpPoller(config.fabric.lldp_socket, self.dirty.mark,
                                 interval=config.fabric.lldp_poll_seconds)
                      if config.fabric.lldp else None)
@@ -66,7 +72,8 @@ class Agent:
         self.dataplane = backend.make_dataplane(self.feedback)
         self.reconciler = Reconciler(
             config, state=self.state, view=self.view, nodes=self.nodes, lldp=self.lldp,
-            pods=self.pods, frr=self.frr, dataplane=self.dataplane, dirty=self.dirty,
+            pods=self.pods, services=self.services, frr=self.frr, dataplane=self.dataplane,
+            dirty=self.dirty,
             headroom=self.headroom, events=self.events, metrics=self.metrics,
             on_reconciled=self.on_reconciled)
 
@@ -109,6 +116,10 @@ class Agent:
             loops.extend(applier.loops())
         if self.lldp is not None:
             loops.append(self.lldp.run)
+        if self.services is not None:
+            watch = self.services
+            loops += [_named("services", lambda: watch.services.run()),
+                      _named("endpointslices", lambda: watch.slices.run())]
         return loops
 
     async def run(self) -> None:

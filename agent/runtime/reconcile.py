@@ -25,11 +25,13 @@ from typing import Any
 
 from agent.apply.contract import Applier, ApplyResult, HardwareReading, Outcome
 from agent.cluster.nodes import ClusterState, cluster_state
+from agent.cluster.services import service_state
 from agent.config import AgentConfig
 from agent.headroom.resources import Capacity
 from agent.informers.informer import Informer
 from agent.informers.lldp import LldpPoller
 from agent.informers.pods import PodWatcher
+from agent.informers.services import ServiceWatch
 from agent.plan.build import plan
 from agent.plan.incremental import PlanCache
 from agent.plan.model import DataplaneDesired, FrrDesired, Plan, originated_only
@@ -148,6 +150,9 @@ class PlanInputs:
     neighbors: dict[str, str] | None
     capacity: dict[str, Capacity]
     programmed: Collection[str]
+    # Raw (slim) Services and EndpointSlices; empty when fabric.service_pools is (no watch).
+    services: tuple[dict[str, Any], ...] = ()
+    endpoint_slices: tuple[dict[str, Any], ...] = ()
 
 
 def plan_cluster(config: AgentConfig, inputs: PlanInputs,
@@ -156,15 +161,18 @@ def plan_cluster(config: AgentConfig, inputs: PlanInputs,
     proportional to what changed since its last plan); may run in a worker thread."""
     if cache is not None:
         return cache.plan(config, inputs.nodes, inputs.neighbors, capacity=inputs.capacity,
-                          programmed=inputs.programmed)
+                          programmed=inputs.programmed, services=inputs.services,
+                          endpoint_slices=inputs.endpoint_slices)
     cluster = cluster_state(inputs.nodes)
     return cluster, plan(config, cluster, inputs.neighbors, capacity=inputs.capacity,
-                         programmed=inputs.programmed)
+                         programmed=inputs.programmed,
+                         services=service_state(inputs.services, inputs.endpoint_slices))
 
 
 class Reconciler:
     def __init__(self, config: AgentConfig, *, state: ObservedState, view: AgentView,
                  nodes: Informer, lldp: LldpPoller | None, pods: PodWatcher | None,
+                 services: ServiceWatch | None,
                  frr: Applier[FrrDesired], dataplane: Applier[DataplaneDesired],
                  dirty: Dirty, headroom: HeadroomMonitor, events: EventLog, metrics: Metrics,
                  on_reconciled: Callable[[], None]) -> None:
@@ -174,6 +182,7 @@ class Reconciler:
         self.nodes = nodes
         self.lldp = lldp
         self.pods = pods
+        self.services = services
         self.frr = frr
         self.dataplane = dataplane
         self.dirty = dirty
@@ -188,6 +197,18 @@ class Reconciler:
         self.retry_first_seconds = RETRY_FIRST_SECONDS
         self._failures = 0  # failed passes in a row
         self._retry: asyncio.TimerHandle | None = None
+
+    @property
+    def synced(self) -> bool:
+        """Every input listed once. Before, a plan would lack what is not yet listed and
+        withdraw it: Nodes' sessions, or every Service VIP the leaf carries."""
+        return self.nodes.synced and (self.services is None or self.services.synced)
+
+    def _service_inputs(self) -> dict[str, tuple[dict[str, Any], ...]]:
+        if self.services is None:
+            return {}
+        services, slices = self.services.snapshot()
+        return {"services": services, "endpoint_slices": slices}
 
     @property
     def appliers(self) -> tuple[Applier[Any], ...]:
@@ -208,7 +229,7 @@ class Reconciler:
             if rest > 0:
                 await asyncio.sleep(rest)  # the rest of a burst joins this pass
             since = self.dirty.take()
-            if not self.nodes.synced:
+            if not self.synced:
                 continue  # the first complete list marks dirty again
             try:
                 await self.reconcile(since)
@@ -228,6 +249,7 @@ class Reconciler:
             # Admission uses the best capacity known (config > CRM > devlink > profile).
             capacity=dict(self.headroom.capacity),
             programmed=self._programmed,
+            **self._service_inputs(),
         )
         cluster, new = await asyncio.to_thread(plan_cluster, self.config, inputs,
                                                self._plan_cache)
