@@ -119,7 +119,8 @@ class Runtime:
         self.reconciler = Reconciler(
             cfg, state=self.state, view=self.view, nodes=self.nodes, lldp=None, pods=None,
             services=self.services, frr=self.frr, dataplane=self.dataplane, dirty=self.dirty,
-            headroom=self.headroom, events=self.events, metrics=Metrics(), on_reconciled=self._reconciled)
+            headroom=self.headroom, events=self.events, metrics=Metrics(),
+            on_reconciled=self._reconciled)
 
     def _reconciled(self) -> None:
         self.reconciled += 1
