@@ -11,7 +11,7 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Self
 
 import httpx
@@ -244,6 +244,61 @@ class KubeApiClient:
         and the lab has no kubelets."""
         return self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}",
                             {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0})
+
+    def patch_node_status(self, name: str, status: dict) -> dict:
+        """What a kubelet writes (conditions, addresses): the status subresource."""
+        return self.request("PATCH", f"/api/v1/nodes/{name}/status", {"status": status},
+                            "application/merge-patch+json")
+
+    def set_node_ready(self, name: str, ready: bool) -> dict:
+        return self.patch_node_status(name, {"conditions": [{
+            "type": "Ready", "status": "True" if ready else "False",
+            "reason": "KubeletReady" if ready else "KubeletNotReady"}]})
+
+    def create_service(self, name: str, namespace: str = "default", *,
+                       ingress: Sequence[str] = (), policy: str = "Cluster",
+                       external_ips: Sequence[str] = ()) -> dict:
+        """A LoadBalancer Service whose controller (MetalLB, say) assigned `ingress`: the
+        status is written as a controller writes it, through the status subresource."""
+        self.ensure_namespace(namespace)
+        spec: dict[str, Any] = {"type": "LoadBalancer", "externalTrafficPolicy": policy,
+                                "ports": [{"port": 8080, "protocol": "TCP"}],
+                                "selector": {"app": name}}
+        if external_ips:
+            spec["externalIPs"] = list(external_ips)
+        path = f"/api/v1/namespaces/{namespace}/services"
+        created = self.request("POST", path, {"apiVersion": "v1", "kind": "Service",
+                                              "metadata": {"name": name}, "spec": spec})
+        if not ingress:
+            return created
+        return self.request("PATCH", f"{path}/{name}/status",
+                            {"status": {"loadBalancer": {"ingress": [{"ip": ip}
+                                                                     for ip in ingress]}}},
+                            "application/merge-patch+json")
+
+    def delete_service(self, name: str, namespace: str = "default") -> dict:
+        return self.request("DELETE", f"/api/v1/namespaces/{namespace}/services/{name}")
+
+    def put_endpoint_slice(self, name: str, namespace: str, service: str,
+                           endpoints: dict[str, bool]) -> dict:
+        """Create or replace the EndpointSlice `name` of `service`: node name -> ready (one
+        endpoint per node), as the endpointslice controller writes it."""
+        path = f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+        body: dict[str, Any] = {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
+            "endpoints": [{"addresses": [f"10.244.{i}.77"], "nodeName": node,
+                           "conditions": {"ready": ready}}
+                          for i, (node, ready) in enumerate(sorted(endpoints.items()), 1)],
+            "ports": [{"port": 8080, "protocol": "TCP"}]}
+        try:
+            current = self.request("GET", f"{path}/{name}")
+        except ApiStatusError as err:
+            if err.code != 404:
+                raise
+            return self.request("POST", path, body)
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        return self.request("PUT", f"{path}/{name}", body)
 
     def admin(self, op: str, body: Any = None) -> Any:
         """POST /_test/<op>: admin("compact"), admin("inject/nodes", obj), admin("hang", {...})."""
