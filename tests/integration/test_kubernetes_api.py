@@ -219,12 +219,19 @@ async def test_label_selector_for_nodes_follows_label_changes(
 
 
 async def test_the_agents_token_is_least_privilege(control_plane: ControlPlane) -> None:
-    """examples/rbac.yaml grants get/list/watch on Nodes and Pods, nothing else."""
+    """examples/rbac.yaml grants get/list/watch on Nodes, Pods, Services and EndpointSlices,
+    nothing else."""
     agent = control_plane.client(token=control_plane.issue_token(*AGENT_SA))
     try:
         assert (await in_thread(agent.list_nodes))["kind"] == "NodeList"
-        await in_thread(agent.request, "GET", "/api/v1/pods")
+        for path in ("/api/v1/pods", "/api/v1/services",
+                     "/apis/discovery.k8s.io/v1/endpointslices"):
+            await in_thread(agent.request, "GET", path)
         denied = [
+            ("POST", "/api/v1/namespaces/default/services",
+             {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "agent-made"},
+              "spec": {"ports": [{"port": 80}]}}, "application/json"),
+            ("GET", "/api/v1/configmaps", None, "application/json"),
             ("GET", "/api/v1/secrets", None, "application/json"),
             ("GET", "/api/v1/namespaces/kube-system/secrets", None, "application/json"),
             ("PATCH", "/api/v1/nodes/any", {"metadata": {"labels": {"x": "y"}}},
