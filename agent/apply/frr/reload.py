@@ -125,9 +125,23 @@ class FrrApplier(NothingOfItsOwn):
         # The fast path, loaded on first use (start() or the first change after a confirmed
         # apply); False once it is known unavailable, or if the caller wants the full path only.
         self._fast: FastPath | bool | None = None if fast else False
+        self._saved: str | None = None  # the config file as found at start (_seq_source)
 
     async def start(self) -> None:
         await self._fast_path()
+
+    def _seq_source(self) -> str | None:
+        """The config whose prefix-list seqs a render keeps (render.numbered): the last one
+        applied, or after a restart the file it saved, so a restarted agent renders exactly
+        what FRR runs instead of renumbering every list."""
+        if self.last_applied is not None:
+            return self.last_applied
+        if self._saved is None:
+            try:
+                self._saved = self.config_file.read_text()
+            except (OSError, UnicodeDecodeError):
+                self._saved = ""  # nothing saved yet: number afresh
+        return self._saved
 
     async def _fast_path(self) -> FastPath | None:
         if self._fast is None:
@@ -184,7 +198,7 @@ class FrrApplier(NothingOfItsOwn):
         result says which nodes' lines FRR runs without (ApplyResult.refused)."""
         started, t0 = time.time(), time.monotonic()
         try:
-            text = render_frr(desired)
+            text = render_frr(desired, self._seq_source())
         except UnsafeValue as exc:
             return self._with_refused(
                 _result(False, "rejected", started, t0, error=f"not rendered: {exc}"))
@@ -219,7 +233,8 @@ class FrrApplier(NothingOfItsOwn):
                 break  # those peers are already as confirmed: the refusal is not their change
             refused.update(narrow.refused_by_node(candidate, blamed))
             candidate = narrowed
-            result, next_objection = await self._attempt(render_frr(candidate))
+            result, next_objection = await self._attempt(
+                render_frr(candidate, self._seq_source()))
             if result.ok:
                 self._confirm(candidate, refused, text)
                 log.warning("FRR refused the lines of %s; applied everyone else's changes",
@@ -262,7 +277,7 @@ class FrrApplier(NothingOfItsOwn):
 
     async def _refusal(self, desired: FrrDesired) -> str | None:
         """FRR's words if its syntax check refuses `desired`, else None."""
-        with self._staged(render_frr(desired)) as candidate:
+        with self._staged(render_frr(desired, self._seq_source())) as candidate:
             try:
                 await self.check_syntax(candidate)
             except FrrRejected as exc:
