@@ -114,6 +114,7 @@ async def measure(cfg: AgentConfig, nodes: int, changes: int, fast: bool) -> lis
     passes: asyncio.Queue[float | None] = asyncio.Queue()
     reconciler = Reconciler(
         cfg, state=state, view=AgentView(state), nodes=informer, lldp=None, pods=None,
+        services=None,
         frr=frr, dataplane=HeldDataplane(), dirty=dirty, headroom=HeadroomMonitor(cfg, events),
         events=events, metrics=Metrics(),
         on_reconciled=lambda: passes.put_nowait(state.last_reconcile_latency))
