@@ -18,7 +18,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from agent.cluster.nodes import IPAddress, Node
@@ -45,31 +45,66 @@ def _names(names: Iterable[str]) -> str:
     return ", ".join(names)
 
 
-def _route(vip: ServiceVip, static: Sequence[str], next_hop: Callable[[str, int], IPAddress | None],
-           attached: Mapping[str, VipNode], width: int) -> tuple[VipRoute | None, str | None]:
-    version = 6 if ":" in vip.vip else 4
-    hops: list[tuple[IPAddress, str]] = []
-    without: list[str] = []
-    for name in static:
-        ip = next_hop(name, version)
-        if ip is None:
-            without.append(name)
-        else:
-            hops.append((ip, name))
-    hops.sort()
-    notes = []
-    if len(hops) > width:
-        beyond = sorted(name for _, name in hops[width:])
-        notes.append(f"beyond fabric.vip_ecmp_width {width} (lowest addresses first): "
-                     f"{_names(beyond)}")
-        hops = hops[:width]
-    if without:
-        notes.append(f"no usable IPv{version} InternalIP: {_names(without)}")
-    note = "; ".join(notes) or None
-    if not hops:
-        return None, note
-    return VipRoute(vip.vip, vip.prefix, tuple(
-        VipNexthop(str(ip), attached[name].port, name) for ip, name in hops)), note
+@dataclass(frozen=True)
+class _Choice:
+    """What the leaf does for one set of permitted nodes and one family (many VIPs share it)."""
+
+    hops: tuple[VipNexthop, ...] = ()  # empty: no route of the leaf's
+    routed: tuple[str, ...] = ()  # the nodes of `hops`, sorted
+    note: str | None = None
+
+
+class _Chooser:
+    """The leaf's choice per distinct permitted node set and family, computed once: thousands
+    of Cluster VIPs share one node set, and sorting addresses per VIP would cost seconds."""
+
+    def __init__(self, nodes: Mapping[str, Node], attached: Mapping[str, VipNode], width: int,
+                 rules: HostRouteRules) -> None:
+        self.nodes, self.attached, self.width, self.rules = nodes, attached, width, rules
+        self._hop: dict[tuple[str, int], IPAddress | None] = {}
+        self._choice: dict[tuple[tuple[str, ...], int], _Choice] = {}
+
+    def choice(self, permitted: tuple[str, ...], version: int) -> _Choice:
+        key = (permitted, version)
+        found = self._choice.get(key)
+        if found is None:
+            found = self._choice[key] = self._choose(permitted, version)
+        return found
+
+    def _next_hop(self, name: str, version: int) -> IPAddress | None:
+        key = (name, version)
+        if key not in self._hop:
+            self._hop[key] = _next_hop(self.nodes[name], version, self.rules)
+        return self._hop[key]
+
+    def _choose(self, permitted: tuple[str, ...], version: int) -> _Choice:
+        static = [n for n in permitted if self.attached[n].routing == "static"]
+        if not static:
+            return _Choice()
+        bgp = [n for n in permitted if self.attached[n].routing == "bgp"]
+        if bgp:
+            return _Choice(note=f"BGP nodes announce it ({_names(bgp)}); the leaf routes none "
+                           f"of it to static nodes ({_names(static)})")
+        hops: list[tuple[IPAddress, str]] = []
+        without: list[str] = []
+        for name in static:
+            ip = self._next_hop(name, version)
+            if ip is None:
+                without.append(name)
+            else:
+                hops.append((ip, name))
+        hops.sort()
+        notes = []
+        if len(hops) > self.width:
+            beyond = sorted(name for _, name in hops[self.width:])
+            notes.append(f"beyond fabric.vip_ecmp_width {self.width} (lowest addresses first): "
+                         f"{_names(beyond)}")
+            hops = hops[:self.width]
+        if without:
+            notes.append(f"no usable IPv{version} InternalIP: {_names(without)}")
+        chosen = tuple(VipNexthop(str(ip), self.attached[name].port, name) for ip, name in hops)
+        return _Choice(chosen, tuple(sorted(name for _, name in hops)),
+                       "; ".join(notes) or None)
 
 
 def leaf_routes(vips: Sequence[ServiceVip], nodes: Mapping[str, Node],
@@ -78,33 +113,19 @@ def leaf_routes(vips: Sequence[ServiceVip], nodes: Mapping[str, Node],
     """The VIPs with what the leaf does for their static nodes (nodes_routed, routing_note),
     and the leaf's own VIP routes, in the VIPs' order. `attached`: the nodes of
     `nodes_permitted` by name (every permitted node is attached)."""
+    chooser = _Chooser(nodes, attached, width, rules)
     out: list[ServiceVip] = []
     routes: list[VipRoute] = []
-    found: dict[tuple[str, int], IPAddress | None] = {}
-
-    def next_hop(name: str, version: int) -> IPAddress | None:
-        # Once per node and family: thousands of VIPs share the same few nodes.
-        key = (name, version)
-        if key not in found:
-            found[key] = _next_hop(nodes[name], version, rules)
-        return found[key]
-
     for vip in vips:
-        static = [n for n in vip.nodes_permitted if attached[n].routing == "static"]
-        if vip.refused is not None or not static:
+        if vip.refused is not None or not vip.nodes_permitted:
             out.append(vip)
             continue
-        bgp = [n for n in vip.nodes_permitted if attached[n].routing == "bgp"]
-        if bgp:
-            note = (f"BGP nodes announce it ({_names(bgp)}); the leaf routes none of it to "
-                    f"static nodes ({_names(static)})")
-            out.append(replace(vip, routing_note=note))
-            continue
-        route, note = _route(vip, static, next_hop, attached, width)
-        routed = tuple(sorted(h.node for h in route.nexthops)) if route else ()
-        out.append(replace(vip, nodes_routed=routed, routing_note=note))
-        if route is not None:
-            routes.append(route)
+        choice = chooser.choice(vip.nodes_permitted, 6 if ":" in vip.vip else 4)
+        if choice.routed or choice.note:
+            vip = replace(vip, nodes_routed=choice.routed, routing_note=choice.note)
+        out.append(vip)
+        if choice.hops:
+            routes.append(VipRoute(vip.vip, vip.prefix, choice.hops))
     return tuple(out), tuple(routes)
 
 
@@ -118,9 +139,12 @@ def nexthop_groups(vips: Sequence[ServiceVip], routes: Iterable[VipRoute],
     for route in routes:
         if route.group is not None:
             groups.add(("static", route.group))
+    seen: set[tuple[str, ...]] = set()  # node sets already counted (Cluster VIPs share one)
     for vip in vips:
-        if vip.refused is None and len(vip.nodes_permitted) > 1:
-            bgp = frozenset(n for n in vip.nodes_permitted if attached[n].routing == "bgp")
+        permitted = vip.nodes_permitted
+        if vip.refused is None and len(permitted) > 1 and permitted not in seen:
+            seen.add(permitted)
+            bgp = frozenset(n for n in permitted if attached[n].routing == "bgp")
             if len(bgp) > 1:
                 groups.add(("bgp", bgp))
     return len(groups)
