@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from agent import validate
+from agent.vocabulary import Resource
 
 IfName = Annotated[str, AfterValidator(validate.interface_name)]
 NodeName = Annotated[str, AfterValidator(validate.node_name)]
@@ -211,12 +212,7 @@ class DataplaneConfig(_Strict):
 
 class HeadroomConfig(_Strict):
     profile: str = "generic"
-    capacity: dict[
-        Literal[
-            "ipv4_routes", "ipv6_routes", "nexthops", "neighbors", "fdb_entries", "remote_vteps"
-        ],
-        Annotated[int, Field(ge=0)],
-    ] = Field(default_factory=dict)
+    capacity: dict[Resource, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     reserve_percent: float = Field(5.0, ge=0.0, le=50.0)
     # Refuse nodes whose entries do not fit (newest first); false: only report.
     admission: bool = True

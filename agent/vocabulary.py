@@ -23,8 +23,10 @@ ATTACHMENT_SOURCES = ("static", "annotation", "lldp")
 
 # -- the hardware tables headroom accounts for (`fabricctl headroom --json` resource names) -----
 # Report order: routes first (what runs out first in a routed fabric), overlay tables last.
+# nexthop_groups: ECMP groups (a route over several next hops), e.g. a VIP over static nodes.
 Resource = Literal[
-    "ipv4_routes", "ipv6_routes", "nexthops", "neighbors", "fdb_entries", "remote_vteps"
+    "ipv4_routes", "ipv6_routes", "nexthops", "nexthop_groups", "neighbors", "fdb_entries",
+    "remote_vteps",
 ]
 RESOURCES: tuple[Resource, ...] = get_args(Resource)
 

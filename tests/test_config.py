@@ -36,6 +36,11 @@ def test_contract_example_is_valid() -> None:
     assert cfg.frr.pathspace == ""
 
 
+def test_every_headroom_resource_may_be_overridden_nexthop_groups_too() -> None:
+    cfg = parse_config(_with("headroom", capacity={"nexthop_groups": 1024, "nexthops": 8}))
+    assert cfg.headroom.capacity == {"nexthop_groups": 1024, "nexthops": 8}
+
+
 def test_defaults() -> None:
     cfg = parse_config(BASE)
     assert cfg.dataplane.backend == "linux"

@@ -203,14 +203,15 @@ def test_report_rows_have_the_contract_fields() -> None:
                         observed={"ipv4_routes": Observed(40, "crm"), "nexthops": 1},
                         thresholds=tracker)
     assert [r.resource for r in rows] == ["ipv4_routes", "ipv6_routes", "nexthops",
-                                          "neighbors", "fdb_entries", "remote_vteps"]
+                                          "nexthop_groups", "neighbors", "fdb_entries",
+                                          "remote_vteps"]
     v4 = rows[0].to_json()
     for key in ("resource", "used", "desired", "capacity", "source", "nodes_left"):
         assert key in v4
     assert (v4["used"], v4["desired"], v4["capacity"], v4["source"]) == (40, 3, 100, "config")
     assert v4["nodes_left"] == 27  # (95 - 40) // 2, worst-case node
     assert v4["percent"] == 40.0 and v4["used_source"] == "crm" and v4["reserve"] == 5
-    vteps = rows[5]
+    vteps = rows[6]
     assert (vteps.used, vteps.desired, vteps.nodes_left, vteps.threshold) == \
         (None, 1, 2, "raised")  # usable 3 (4 minus 5 % rounded down), 1 desired
     assert rows[1].nodes_left is None  # no node needs IPv6: not limiting

@@ -69,6 +69,8 @@ def test_published_figures(name: str, resource: str, value: int) -> None:
 @pytest.mark.parametrize(("name", "resource"), [
     ("generic", "nexthops"), ("generic", "neighbors"), ("spectrum-1", "ipv6_routes"),
     ("spectrum-2", "neighbors"), ("trident2", "ipv6_routes"),
+    ("generic", "nexthop_groups"), ("spectrum-2/lpm-balanced", "nexthop_groups"),
+    ("tomahawk", "nexthop_groups"),
 ])
 def test_unpublished_figures_are_labelled_estimates(name: str, resource: str) -> None:
     assert "estimate" in get_profile(name).capacities[resource].source  # type: ignore[index]
@@ -150,3 +152,14 @@ def test_counts_are_additive_and_strict() -> None:
     assert a.needs() == ("ipv4_routes", "neighbors")
     with pytest.raises(ValueError):
         Counts.of({"routes": 1})
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_nexthop_groups_are_sonic_mgmts_tested_scale_in_every_profile(name: str) -> None:
+    # No ECMP-group figure is published in the reference: the tested 512 of sonic-mgmt's VXLAN
+    # CRM test, said to be an estimate, and overridable like every figure.
+    cap = get_profile(name).capacities["nexthop_groups"]
+    assert cap.value == 512
+    assert "sonic-mgmt" in cap.source and "headroom.capacity.nexthop_groups" in cap.source
+    assert capacity_for(name, {"nexthop_groups": 2000})["nexthop_groups"] == Capacity(2000,
+                                                                                      "config")

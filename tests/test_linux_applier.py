@@ -244,8 +244,8 @@ async def test_counts_are_the_larger_of_its_own_and_the_kernels(tmp_path: Path) 
     await r.dp.start()
     await r.dp.apply(DataplaneDesired(PROTO, STATIC))
     own = r.dp.observed_counts()
-    assert own == {"ipv4_routes": 2, "ipv6_routes": 1, "neighbors": 0, "fdb_entries": 0,
-                   "remote_vteps": 0}
+    assert own == {"ipv4_routes": 2, "ipv6_routes": 1, "nexthop_groups": 0, "neighbors": 0,
+                   "fdb_entries": 0, "remote_vteps": 0}
     # IPv4: the kernel holds 5 (FRR's too); IPv6: procfs says 0, the agent knows of 1
     assert r.dp.counts() == {**own, "ipv4_routes": 5}
     await r.dp.close()

@@ -211,8 +211,8 @@ async def test_static_routes_are_installed_with_the_agents_protocol(ns: str,
     assert routes["fd00:2::/64"]["gateway"] == "2001:db8::2"
     # (a `proto` filter leaves the protocol out of the output; ask without one)
     assert js(ns, "route", "show", "10.1.0.0/24")[0]["protocol"] == str(PROTO)
-    assert dp.observed_counts() == {"ipv4_routes": 2, "ipv6_routes": 1, "neighbors": 0,
-                                    "fdb_entries": 0, "remote_vteps": 0}
+    assert dp.observed_counts() == {"ipv4_routes": 2, "ipv6_routes": 1, "nexthop_groups": 0,
+                                    "neighbors": 0, "fdb_entries": 0, "remote_vteps": 0}
 
 
 async def test_reapply_changes_nothing(ns: str, dp: LinuxDataplane) -> None:
@@ -253,7 +253,8 @@ async def test_removal_cleans_everything_it_owns(ns: str, dp: LinuxDataplane) ->
     assert our_routes(ns) == {}
     assert "flannel.1" not in {link["ifname"] for link in js(ns, "link", "show")}
     assert dp.observed_counts() == dict.fromkeys(
-        ("ipv4_routes", "ipv6_routes", "neighbors", "fdb_entries", "remote_vteps"), 0)
+        ("ipv4_routes", "ipv6_routes", "nexthop_groups", "neighbors", "fdb_entries",
+         "remote_vteps"), 0)
 
 
 async def test_foreign_routes_and_neighbours_are_never_touched(ns: str,
@@ -342,8 +343,8 @@ async def test_overlay_peers_get_neighbour_fdb_and_onlink_route(ns: str,
     route = our_routes(ns)["10.244.2.0/24"]
     assert (route["gateway"], route["dev"]) == ("10.244.2.0", "flannel.1")
     assert "onlink" in route["flags"]
-    assert dp.observed_counts() == {"ipv4_routes": 4, "ipv6_routes": 1, "neighbors": 2,
-                                    "fdb_entries": 2, "remote_vteps": 2}
+    assert dp.observed_counts() == {"ipv4_routes": 4, "ipv6_routes": 1, "nexthop_groups": 0,
+                                    "neighbors": 2, "fdb_entries": 2, "remote_vteps": 2}
 
 
 async def test_vtep_mac_or_public_ip_change_leaves_nothing_stale(ns: str,

@@ -189,11 +189,12 @@ def test_a_node_labelled_exclude_from_external_load_balancers_attracts_no_vip(va
     assert announced(p)["n2"] == ()
 
 
-def test_only_nodes_with_a_bgp_session_here_may_announce() -> None:
+def test_only_nodes_behind_this_leaf_in_bgp_or_static_mode_may_serve() -> None:
     nodes = [node("n1", 1), node("st", 2, routing="static"), node("far", 3, port=None),
              node("fl", 4, routing="vxlan")]
     p = plan_of(nodes, [service("web", "203.0.113.10")])
-    assert vip(p, "203.0.113.10").nodes_permitted == ("n1",)
+    assert vip(p, "203.0.113.10").nodes_permitted == ("n1", "st")
+    # Only a session announces: the static node has none (tests/test_vip_routes_plan.py).
     assert announced(p) == {"n1": ("203.0.113.10/32",)}
 
 

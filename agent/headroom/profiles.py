@@ -33,6 +33,12 @@ NEXTHOPS_ESTIMATE = Capacity(
     "estimate: sonic-mgmt VXLAN CRM test scale (4096 nexthops), a tested figure and not an ASIC"
     " maximum; set headroom.capacity.nexthops from the vendor's table",
 )
+NEXTHOP_GROUPS_ESTIMATE = Capacity(
+    512,
+    "estimate: sonic-mgmt VXLAN CRM test scale (512 nexthop groups), a tested figure and not an"
+    " ASIC maximum; set headroom.capacity.nexthop_groups from the vendor's table (on SONiC, CRM's"
+    " nexthop_group counters replace it)",
+)
 NEIGHBORS_ESTIMATE = Capacity(
     8 * K,
     "conservative estimate: no host/neighbour table figure is published in the reference; set"
@@ -47,8 +53,8 @@ VTEPS_SPECTRUM = Capacity(
     " to 750' (Cumulus documents 128 with head-end replication: override if that applies)",
 )
 
-# The tables an alternative forwarding profile re-partitions; nexthops and remote VTEPs are
-# estimates or per-ASIC limits to begin with and are inherited from the ASIC's default.
+# The tables an alternative forwarding profile re-partitions; nexthops, nexthop groups and remote
+# VTEPs are estimates or per-ASIC limits to begin with and are inherited from the ASIC's default.
 _REPARTITIONED: tuple[Resource, ...] = ("ipv4_routes", "ipv6_routes", "fdb_entries", "neighbors")
 
 
@@ -124,6 +130,7 @@ def _generic() -> Profile:
         "ipv4_routes": v4,
         "ipv6_routes": _half_v4(v4, "an unknown ASIC"),
         "nexthops": NEXTHOPS_ESTIMATE,
+        "nexthop_groups": NEXTHOP_GROUPS_ESTIMATE,
         "neighbors": NEIGHBORS_ESTIMATE,
         "fdb_entries": Capacity(
             32 * K,
@@ -142,6 +149,7 @@ def _spectrum1() -> dict[str, Profile]:
         "ipv4_routes": v4,
         "ipv6_routes": _half_v4(v4, "Spectrum-1"),
         "nexthops": NEXTHOPS_ESTIMATE,
+        "nexthop_groups": NEXTHOP_GROUPS_ESTIMATE,
         "neighbors": NEIGHBORS_ESTIMATE,
         "fdb_entries": _published(40 * K, "Spectrum-1 default, MAC 40k"),
         "remote_vteps": VTEPS_SPECTRUM,
@@ -163,6 +171,7 @@ def _spectrum23(asic: str, label: str) -> dict[str, Profile]:
         "ipv4_routes": _published(82 * K, "Spectrum-2/3 default, IPv4 LPM 82k"),
         "ipv6_routes": _published(74 * K, "Spectrum-2/3 default, IPv6 LPM 74k"),
         "nexthops": NEXTHOPS_ESTIMATE,
+        "nexthop_groups": NEXTHOP_GROUPS_ESTIMATE,
         "neighbors": NEIGHBORS_ESTIMATE,
         "fdb_entries": _published(50 * K, "Spectrum-2/3 default, MAC 50k"),
         "remote_vteps": VTEPS_SPECTRUM,
@@ -186,6 +195,7 @@ def _tomahawk() -> dict[str, Profile]:
         "ipv4_routes": v4,
         "ipv6_routes": _half_v4(v4, "Tomahawk"),
         "nexthops": NEXTHOPS_ESTIMATE,
+        "nexthop_groups": NEXTHOP_GROUPS_ESTIMATE,
         "neighbors": NEIGHBORS_ESTIMATE,
         "fdb_entries": _published(
             40 * K, "Tomahawk/Tomahawk+ default, MAC 40k-72k (the lower end is used)"
@@ -203,6 +213,7 @@ def _trident(asic: str, label: str) -> dict[str, Profile]:
         "ipv4_routes": v4,
         "ipv6_routes": _half_v4(v4, label),
         "nexthops": NEXTHOPS_ESTIMATE,
+        "nexthop_groups": NEXTHOP_GROUPS_ESTIMATE,
         "neighbors": NEIGHBORS_ESTIMATE,
         "fdb_entries": _published(32 * K, "Trident II/II+/3 default, MAC 32k"),
         "remote_vteps": VTEPS_HER,

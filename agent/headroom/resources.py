@@ -1,10 +1,10 @@
-"""The six hardware tables the agent accounts for, and the small value types shared by the
+"""The hardware tables the agent accounts for, and the small value types shared by the
 headroom modules.
 
 Names are the contract's (`fabricctl headroom --json`): ipv4_routes, ipv6_routes, nexthops,
-neighbors, fdb_entries, remote_vteps. Counts are integers of table entries; capacities always
-carry where their figure came from, because a number nobody can trace is a number nobody can
-correct.
+nexthop_groups (ECMP groups), neighbors, fdb_entries, remote_vteps. Counts are integers of table
+entries; capacities always carry where their figure came from, because a number nobody can trace
+is a number nobody can correct.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class Counts:
     neighbors: int = 0
     fdb_entries: int = 0
     remote_vteps: int = 0
+    # Last, so positional construction written before it existed keeps its meaning.
+    nexthop_groups: int = 0
 
     def __getitem__(self, resource: str) -> int:
         return int(getattr(self, check_resource(resource)))

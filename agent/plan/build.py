@@ -39,9 +39,10 @@ from agent.plan.model import (
 )
 from agent.plan.ownership import HostRouteRules, admitted_prefixes, host_prefix
 from agent.plan.services import VipTable, limit_vips, service_vips, vip_costs
+from agent.plan.vip_routes import VipNode, leaf_routes, nexthop_groups
 
 __all__ = ["ClusterView", "HostRouteRules", "admitted_prefixes", "derive", "plan", "plan_view",
-           "static_routes", "vxlan_peers"]
+           "static_routes", "vip_nodes", "vxlan_peers"]
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,13 @@ def plan_view(
     programmed: Collection[str] = (),
 ) -> Plan:
     """plan() from an already derived view of the cluster."""
-    table = service_vips(config, view.services, view.by_name, bgp_attached(config, view),
-                         view.prefixes)
+    attached = vip_nodes(config, view)
+    table = service_vips(config, view.services, view.by_name, attached, view.prefixes)
     # Services are read only when VIPs may be accepted at all: with no pools, nothing of them
     # shows (no refusal either), as before Services were read.
     service_refusals = ((*view.services.refusals, *table.refusals)
                         if config.fabric.service_pools else ())
-    full = _plan(config, view, frozenset(), table, table.vips, service_refusals)
+    full = _plan(config, view, frozenset(), table, table.vips, service_refusals, attached)
     if capacity is None:
         capacity = capacity_for(config.headroom.profile, config.headroom.capacity)
     costs = node_costs(full.attachments, full.dataplane)
@@ -121,16 +122,20 @@ def plan_view(
     served = [view.by_name[name] for name in costs]
     result = admit(candidates_for(served, costs), costs, capacity,
                    config.headroom.reserve_percent, programmed)
-    done = {"admission": result, "costs": costs, "vip_costs": vip_costs(table.vips)}
+    # What the VIPs want, refused for room or not: a route each, and the ECMP groups of the
+    # full plan's node sets.
+    groups = nexthop_groups(table.vips, full.dataplane.vip_routes, attached)
+    done = {"admission": result, "costs": costs,
+            "vip_costs": replace(vip_costs(table.vips), nexthop_groups=groups)}
     if not config.headroom.admission:
-        return replace(full, services=table.vips, **done)
+        return replace(full, **done)
     vips, vips_refused = limit_vips(table, result.refused_nodes, _route_room(result))
     if not result.refused and not vips_refused:
-        return replace(full, services=vips, **done)
+        return replace(full, **done)
     limited = _plan(config, view, frozenset(result.refused_nodes), table, vips,
-                    service_refusals)
+                    service_refusals, attached)
     refusals = (*limited.refusals, *(r.as_refusal() for r in result.refused), *vips_refused)
-    return replace(limited, refusals=refusals, services=vips, **done)
+    return replace(limited, refusals=refusals, **done)
 
 
 def _route_room(result: AdmissionResult) -> dict[str, int | None]:
@@ -142,23 +147,29 @@ def _route_room(result: AdmissionResult) -> dict[str, int | None]:
     return room
 
 
-def bgp_attached(config: AgentConfig, view: ClusterView) -> list[str]:
-    """The nodes with a BGP session on a server port: the only ones that can announce a VIP
-    (a static node's VIP routes would be the leaf's own: not done yet)."""
+def vip_nodes(config: AgentConfig, view: ClusterView) -> dict[str, VipNode]:
+    """The nodes that may serve Service VIPs, by name: those on a server port in `bgp` mode
+    (they announce the VIP themselves) or `static` mode (the leaf routes it to them). Overlay
+    nodes need not sit behind this leaf: it cannot tell that traffic sent to them stays in the
+    rack."""
     ports = set(config.fabric.server_ports)
-    found = []
+    found = {}
     for att in view.attachments:
         node = view.by_name.get(att.node)
-        if att.port in ports and node is not None and (
-                node.routing or config.fabric.default_routing) == "bgp":
-            found.append(node.name)
+        if att.port not in ports or node is None:
+            continue
+        routing = node.routing or config.fabric.default_routing
+        if routing in ("bgp", "static"):
+            found[node.name] = VipNode(routing, att.port)
     return found
 
 
 def _plan(config: AgentConfig, view: ClusterView, refused: frozenset[str], table: VipTable,
-          vips: Sequence[ServiceVip], service_refusals: Sequence[Refusal]) -> Plan:
+          vips: Sequence[ServiceVip], service_refusals: Sequence[Refusal],
+          attached: Mapping[str, VipNode]) -> Plan:
     """The desired state with the nodes in `refused` accepting nothing; `vips`: `table`'s VIPs
-    as headroom left them (refused for room, nodes refused taken out)."""
+    as headroom left them (refused for room, nodes refused taken out); `attached`: the nodes
+    that may serve VIPs (vip_nodes)."""
     fabric = config.fabric
     refusals: list[Refusal] = [*view.cluster.refusals, *view.attachment_refusals,
                                *view.prefix_refusals, *service_refusals]
@@ -172,10 +183,11 @@ def _plan(config: AgentConfig, view: ClusterView, refused: frozenset[str], table
         return list(view.prefixes.get(name, ()))
 
     by_port: dict[str, Attachment] = {a.port: a for a in view.attachments}
+    services, vip_routes = leaf_routes(vips, nodes, attached, fabric.vip_ecmp_width, rules)
     vips_of: dict[str, list[str]] = {}  # node -> the VIP prefixes it may announce, in order
     for vip in vips:
         if vip.refused is None:
-            for name in vip.nodes_permitted:
+            for name in vip.nodes_permitted:  # static ones have no session: never looked up
                 vips_of.setdefault(name, []).append(vip.prefix)
     peers: list[ServerPeer] = []
     planned: list[PlannedAttachment] = []
@@ -220,17 +232,19 @@ def _plan(config: AgentConfig, view: ClusterView, refused: frozenset[str], table
         static_routes=tuple(static),
         vtep=vtep,
         vxlan_peers=peers_vx,
+        vip_routes=vip_routes,
     )
     routed_here = [ipaddress.ip_network(p) for p in dataplane.prefixes]
     advertised.extend(routed_here)
 
     # Every admitted VIP goes upstream, announced or not yet: the uplinks' list then changes
-    # with the Services, not with every endpoint that moves.
+    # with the Services, not with every endpoint that moves. The leaf's own VIP routes are in
+    # routed_here too (redistributed like pod CIDRs): listed once.
     networks = table.networks or {}
     advertised.extend(networks[v.vip] for v in vips if v.refused is None)
     pools = [ipaddress.ip_network(p) for p in fabric.service_pools]
     aggregates = supernets + pools if fabric.aggregate_to_supernets else []
-    upstream = aggregates or sorted(advertised, key=lambda n: (n.version, n))
+    upstream = aggregates or sorted(set(advertised), key=lambda n: (n.version, n))
     frr = FrrDesired(
         hostname=config.switch.hostname,
         asn=config.switch.asn,
@@ -248,7 +262,7 @@ def _plan(config: AgentConfig, view: ClusterView, refused: frozenset[str], table
         **_originated(config, routed_here),
         maximum_paths=fabric.vip_ecmp_width if fabric.service_pools else None,
     )
-    return Plan(frr, tuple(planned), tuple(refusals), dataplane)
+    return Plan(frr, tuple(planned), tuple(refusals), dataplane, services=services)
 
 
 def _originated(config: AgentConfig, routed_here: list[IPNetwork]) -> dict[str, tuple[str, ...]]:

@@ -9,7 +9,8 @@ desired state (static routes, VXLAN peers), with agent.headroom.usage's cost mod
   (`<subnet>.0` -> VTEP MAC), one route (its pod CIDR) and one nexthop (`<subnet>.0` onlink;
   SONiC's CRM counts VXLAN routes as routes and nexthops too).
 A node both attached and in the overlay pays both. A prefix appearing twice for one node (the
-plan's pod CIDR and the data plane's static route for it) is one route.
+plan's pod CIDR and the data plane's static route for it) is one route. Service VIPs are no
+node's cost: Plan.vip_costs holds them (desired_total adds both).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from agent.headroom.resources import Counts
-from agent.headroom.usage import DEFAULT_COST_MODEL, CostModel
-from agent.plan.model import DataplaneDesired, PlannedAttachment
+from agent.headroom.usage import DEFAULT_COST_MODEL, CostModel, total
+from agent.plan.model import DataplaneDesired, Plan, PlannedAttachment
 
 
 def _route_counts(prefixes: Iterable[str]) -> tuple[int, int]:
@@ -65,3 +66,10 @@ def node_costs(
             remote_vteps=peers * model.overlay_remote_vteps,
         )
     return costs
+
+
+def desired_total(plan: Plan) -> Counts:
+    """What the whole desired state takes, the headroom report's "desired": every served
+    node's entries, admitted or not, plus the Service VIPs' (a route each, wherever it comes
+    from, and the ECMP groups of their node sets), counted once."""
+    return total(plan.costs) + plan.vip_costs

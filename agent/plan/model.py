@@ -6,12 +6,15 @@ netlink messages or Redis keys as they are. Nodes in `bgp` mode need nothing her
 `static` nodes need a route per pod CIDR via the node's InternalIP; `vxlan` (flannel-compatible)
 nodes need, in flannel's order, a neighbour `<subnet>.0 -> VtepMAC` on the VTEP device, an FDB
 entry `VtepMAC -> public IP`, and a route `pod CIDR via <subnet>.0 onlink` on the VTEP device.
+A Service VIP that only `static` nodes may serve is routed by the leaf itself: one route, ECMP
+over those nodes' InternalIPs (VipRoute).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from agent.cluster.nodes import Refusal
 from agent.headroom.resources import Counts
@@ -54,19 +57,46 @@ class VxlanPeer:
     public_ip: str  # flannel.alpha.coreos.com/public-ip: where its VXLAN packets go
 
 
+class VipNexthop(NamedTuple):
+    """One next hop of a VIP route: a static node's InternalIP of the VIP's family."""
+
+    via: str  # e.g. "192.168.10.5"
+    port: str | None  # the server port the node is attached to (SONiC's ifname)
+    node: str
+
+
+@dataclass(frozen=True)
+class VipRoute:
+    """A Service VIP the leaf routes itself, because only `static` nodes (no BGP speaker) may
+    serve it: one route, ECMP over their InternalIPs, in the agent's route protocol."""
+
+    vip: str  # "203.0.113.10"
+    prefix: str  # the exact /32 or /128
+    # In address order (lowest first), at most fabric.vip_ecmp_width; one next hop is a plain
+    # route, two or more a multipath route (an ECMP group in the ASIC).
+    nexthops: tuple[VipNexthop, ...]
+
+    @property
+    def group(self) -> frozenset[str] | None:
+        """The next hop set as the ASIC shares ECMP groups (by set); None: no group needed."""
+        return frozenset(h.via for h in self.nexthops) if len(self.nexthops) > 1 else None
+
+
 @dataclass(frozen=True)
 class DataplaneDesired:
     route_protocol: int  # the agent's own rtnetlink protocol number: it owns these routes only
     static_routes: tuple[StaticRoute, ...] = ()
     vtep: VtepDevice | None = None  # None when no overlay node is attached
     vxlan_peers: tuple[VxlanPeer, ...] = ()
+    vip_routes: tuple[VipRoute, ...] = ()  # in address order, IPv4 first
 
     @property
     def prefixes(self) -> tuple[str, ...]:
-        """Every pod CIDR this data plane routes (FRR redistributes exactly these upstream)."""
-        return tuple(r.prefix for r in self.static_routes) + tuple(
-            p.pod_cidr for p in self.vxlan_peers
-        )
+        """Every prefix this data plane routes: pod CIDRs and VIPs (FRR redistributes, or on
+        SONiC originates, exactly these upstream)."""
+        return (tuple(r.prefix for r in self.static_routes)
+                + tuple(p.pod_cidr for p in self.vxlan_peers)
+                + tuple(v.prefix for v in self.vip_routes))
 
 
 @dataclass(frozen=True)
@@ -144,6 +174,12 @@ class ServiceVip:
     policy: str  # externalTrafficPolicy: Cluster | Local | mixed (Services of both)
     nodes_permitted: tuple[str, ...] = ()  # sorted; empty: no node may announce it now
     refused: str | None = None  # why no node may announce it at all
+    # The static nodes the leaf's own route (VipRoute) sends it to, sorted; empty: none (BGP
+    # nodes announce it, or no static node may serve it).
+    nodes_routed: tuple[str, ...] = ()
+    # Why some permitted static nodes get none of its traffic from the leaf: BGP nodes announce
+    # it, beyond fabric.vip_ecmp_width, no InternalIP of its family. None: nothing left out.
+    routing_note: str | None = None
 
     @property
     def state(self) -> str:
@@ -166,5 +202,6 @@ class Plan:
     # Every VIP named by a Service, in address order (IPv4 first), refused ones included.
     services: tuple[ServiceVip, ...] = ()
     # Routes the VIPs want on the leaf (one per VIP some node may announce, refused for room
-    # or not): not any one node's cost, so not in `costs`; the headroom's "desired" adds it.
+    # or not) and the ECMP groups their node sets make: not any one node's cost, so not in
+    # `costs`; the headroom's "desired" adds it (agent.plan.costs.desired_total).
     vip_costs: Counts = field(default_factory=Counts)

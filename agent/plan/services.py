@@ -5,11 +5,12 @@ The rules (README, "Services"), for every address a Service names:
   (unspecified, loopback, multicast, link-local, broadcast, 0.0.0.0/8, IPv4-mapped), one of the
   switch's own addresses, inside pod space (naming the node whose pod CIDR holds it), a node's
   InternalIP (naming the node), or outside `fabric.service_pools`;
-- otherwise the nodes that may announce it are the attached BGP nodes that are Ready and not
-  labelled node.kubernetes.io/exclude-from-external-load-balancers (as Kubernetes' service
-  controller picks load-balancer nodes), and for externalTrafficPolicy Local only those of them
-  with at least one ready endpoint of the Service: a node without one would black-hole the
-  traffic kube-proxy does not forward elsewhere;
+- otherwise the nodes that may serve it are the attached BGP and static nodes that are Ready
+  and not labelled node.kubernetes.io/exclude-from-external-load-balancers (as Kubernetes'
+  service controller picks load-balancer nodes), and for externalTrafficPolicy Local only those
+  of them with at least one ready endpoint of the Service: a node without one would black-hole
+  the traffic kube-proxy does not forward elsewhere. BGP nodes announce it themselves; for
+  static nodes the leaf installs the route (agent.plan.vip_routes);
 - a VIP several Services name: the union of their nodes (reported as shared, not refused).
 With `fabric.service_pools` empty nothing is read at all: no VIP, no refusal (today's
 behaviour). Pure: no I/O.
@@ -157,8 +158,9 @@ def eligible_nodes(nodes: Mapping[str, Node], attached: Iterable[str]) -> frozen
 def service_vips(config: AgentConfig, state: ServiceState, nodes: Mapping[str, Node],
                  attached: Iterable[str], prefixes: Mapping[str, Sequence[IPNetwork]]
                  ) -> VipTable:
-    """The VIP table. `nodes`: every Node of the cluster by name; `attached`: the nodes with a
-    BGP session on a server port; `prefixes`: what ownership admitted per node."""
+    """The VIP table. `nodes`: every Node of the cluster by name; `attached`: the nodes on a
+    server port that may serve VIPs (BGP and static); `prefixes`: what ownership admitted per
+    node."""
     if not config.fabric.service_pools or not state.services:
         return VipTable()
     groups: dict[IPAddress, list[Service]] = {}

@@ -81,6 +81,7 @@ async def test_crm_counters_give_the_expected_headroom(sonic_db: SonicDb) -> Non
         "ipv4_routes": (6000, 26000, 32000, 18, False),
         "ipv6_routes": (10, 16374, 16384, 0, False),
         "nexthops": (400, 3796, 4196, 9, False),
+        "nexthop_groups": (3, 125, 128, 2, False),  # ECMP groups, e.g. VIPs over static nodes
         "neighbors": (48, 4088, 4136, 1, False),
         "fdb_entries": (17000, 15768, 32768, 51, True),  # threshold type "used": 17000 >= 16000
     }
@@ -170,6 +171,7 @@ CRM_STATS = {
     "crm_stats_ipv6_nexthop_used": "100", "crm_stats_ipv6_nexthop_available": "3796",
     "crm_stats_ipv4_neighbor_used": "0", "crm_stats_ipv4_neighbor_available": "0",
     "crm_stats_fdb_entry_used": "17000", "crm_stats_fdb_entry_available": "15768",
+    "crm_stats_nexthop_group_used": "7", "crm_stats_nexthop_group_available": "505",
 }
 
 
@@ -201,10 +203,12 @@ async def test_crm_reading_gives_capacity_used_and_thresholds(sonic_db: SonicDb)
     assert reading.capacity == {
         "ipv4_routes": Capacity(32000, "crm"), "ipv6_routes": Capacity(16384, "crm"),
         "nexthops": Capacity(4196, "crm"), "fdb_entries": Capacity(32768, "crm"),
+        "nexthop_groups": Capacity(512, "crm"),
     }  # no usable neighbors table (size 0), and no CRM resource for remote_vteps
     assert reading.used == {
         "ipv4_routes": Observed(6000, "crm"), "ipv6_routes": Observed(10, "crm"),
         "nexthops": Observed(400, "crm"), "fdb_entries": Observed(17000, "crm"),
+        "nexthop_groups": Observed(7, "crm"),
     }
     assert reading.thresholds is not None
     assert reading.thresholds["ipv4_routes"] == Threshold("percentage", 15.0, 10.0)
@@ -219,7 +223,8 @@ async def test_crm_reading_gives_capacity_used_and_thresholds(sonic_db: SonicDb)
 def test_crm_reading_notes_what_crm_does_not_report_yet() -> None:
     reading = crm_reading(parse_crm({}, {}))
     assert reading == HardwareReading("crm", {}, {}, {}, (
-        "CRM does not report ipv4_routes, ipv6_routes, nexthops, neighbors, fdb_entries (yet): "
+        "CRM does not report ipv4_routes, ipv6_routes, nexthops, nexthop_groups, neighbors, "
+        "fdb_entries (yet): "
         "their capacity comes from the profile",))
 
 

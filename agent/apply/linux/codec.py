@@ -34,7 +34,7 @@ from pyroute2.netlink.rtnl import (
     RTM_NEWROUTE,
 )
 from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_PERMANENT
-from pyroute2.netlink.rtnl.rtmsg import RTNH_F_ONLINK
+from pyroute2.netlink.rtnl.rtmsg import RTNH_F_ONLINK, RTNH_F_PERVASIVE
 
 # --- netlink wire format ---------------------------------------------------------------------
 
@@ -43,6 +43,7 @@ RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, pro
 # type, flags
 NDMSG = struct.Struct("=BBHiHBB")  # family, pad1, pad2, ifindex, state, flags, type
 RTATTR = struct.Struct("=HH")
+RTNEXTHOP = struct.Struct("=HBBi")  # length, flags, hops (weight - 1), ifindex
 U32 = struct.Struct("=I")
 ERRNO = struct.Struct("=i")
 
@@ -139,8 +140,26 @@ class RouteKey(NamedTuple):
 
 
 class RouteValue(NamedTuple):
-    gateway: str | None  # None: a shape the agent never installs (multipath, no gateway, ...)
+    # None: multipath (below), or a shape the agent never installs (no gateway, a weight, ...)
+    gateway: str | None
     vtep: bool  # out of the VTEP device, onlink (a flannel peer's pod CIDR)
+    # ECMP: two or more gateways, in address order, each of weight 1, reached through the
+    # kernel's own lookup (no onlink, no device): a Service VIP over static nodes. A
+    # multipath route of one next hop is a plain route, as the kernel itself dumps it.
+    multipath: tuple[str, ...] = ()
+
+
+def multipath_value(gateways: Iterable[str]) -> RouteValue:
+    """The value of a route over `gateways` (one family): plain with one, ECMP with more, in
+    the order dumps are decoded in (by address bytes), so desired and observed compare."""
+    unique = set(gateways)
+    if not unique:
+        raise ValueError("a route needs at least one gateway")
+    family = socket.AF_INET6 if any(":" in g for g in unique) else socket.AF_INET
+    ordered = sorted(unique, key=lambda g: socket.inet_pton(family, g))
+    if len(ordered) == 1:
+        return RouteValue(ordered[0], False)
+    return RouteValue(None, False, tuple(ordered))
 
 
 def route_key(prefix: str, table: int = RT_TABLE_MAIN) -> RouteKey:
@@ -160,10 +179,25 @@ def _route_body(key: RouteKey, proto: int, flags: int, rtype: int) -> tuple[byte
     return head, tail
 
 
+def _multipath(family: int, gateways: Iterable[str]) -> bytes:
+    """RTA_MULTIPATH: one rtnexthop (weight 1, no device: the kernel resolves each gateway as
+    it does a plain route's) with its RTA_GATEWAY per gateway."""
+    hops = b""
+    for gateway in gateways:
+        gw = _attr(RTA_GATEWAY, socket.inet_pton(family, gateway))
+        hops += RTNEXTHOP.pack(RTNEXTHOP.size + len(gw), 0, 0, 0) + gw
+    return _attr(RTA_MULTIPATH, hops)
+
+
 def encode_route_set(seq: int, key: RouteKey, value: RouteValue, proto: int, replace: bool,
                      vtep_ifindex: int | None) -> bytes:
     """Add (NLM_F_EXCL: never over a foreign route at the same key) or replace (a route the
-    dataplane view says is ours) one route."""
+    dataplane view says is ours) one route. A replace changes a route's next hops in one
+    message: the prefix is never without a route in between."""
+    if value.multipath:
+        head, tail = _route_body(key, proto, 0, RTN_UNICAST)
+        tail += _multipath(key.family, value.multipath)
+        return _msg(RTM_NEWROUTE, _REPLACE_FLAGS if replace else _ADD_FLAGS, seq, head + tail)
     assert value.gateway is not None
     head, tail = _route_body(key, proto, RTNH_F_ONLINK if value.vtep else 0, RTN_UNICAST)
     tail += _attr(RTA_GATEWAY, socket.inet_pton(key.family, value.gateway))
@@ -195,14 +229,15 @@ class DecodedRoute(NamedTuple):
 
 
 def _route_fields(data: bytes, offset: int, end: int,
-                  ) -> tuple[int, int, int, str, int, bytes | None, int]:
-    """(family, table, proto, dst, priority, raw gateway, oif) of one route message; the raw
-    gateway is None for a shape the agent never installs. Attributes are read in one pass
+                  ) -> tuple[int, int, int, str, int, bytes | None, int, bytes | None]:
+    """(family, table, proto, dst, priority, raw gateway, oif, raw next hops) of one route
+    message; the raw gateway is None for a shape the agent never installs and for a multipath
+    route, whose RTA_MULTIPATH payload is the raw next hops. Attributes are read in one pass
     without building a dict: a dump of 100,000 routes goes through here 100,000 times."""
     family, dst_len, _src, _tos, table, proto, _scope, rtype, flags = RTMSG.unpack_from(
         data, offset + 16)
     unpack = RTATTR.unpack_from
-    raw_dst = raw_gw = None
+    raw_dst = raw_gw = raw_mp = None
     priority = oif = 0
     odd = rtype != RTN_UNICAST
     a = offset + 28
@@ -220,19 +255,59 @@ def _route_fields(data: bytes, offset: int, end: int,
             priority = U32.unpack_from(data, a + 4)[0]
         elif kind == RTA_TABLE:
             table = U32.unpack_from(data, a + 4)[0]
-        elif kind == RTA_MULTIPATH or kind == RTA_VIA:
+        elif kind == RTA_MULTIPATH:
+            raw_mp = data[a + 4 : a + length]
+        elif kind == RTA_VIA:
             odd = True
         a += (length + 3) & ~3
     addr = socket.inet_ntop(family, raw_dst) if raw_dst else ("::" if family == 10 else "0.0.0.0")
+    if raw_mp is not None:
+        # Both a gateway and next hops, or a multipath route onlink: not a shape of the agent's.
+        odd = odd or raw_gw is not None or bool(flags & RTNH_F_ONLINK)
     if odd:
-        raw_gw = None
+        raw_gw = raw_mp = None
     elif raw_gw is not None and flags & RTNH_F_ONLINK:
         raw_gw += b"@"  # onlink: a different value from the same gateway without it
-    return family, table, proto, f"{addr}/{dst_len}", priority, raw_gw, oif
+    return family, table, proto, f"{addr}/{dst_len}", priority, raw_gw, oif, raw_mp
 
 
-def _route_value(family: int, raw_gw: bytes | None, oif: int,
-                 vtep_ifindex: int | None) -> RouteValue:
+# Next-hop flags the kernel sets on its own (link down, dead, offloaded, trapped, unresolved):
+# a state of the route, not a different route. ONLINK and PERVASIVE are asked for by a writer.
+_WRITER_NH_FLAGS = RTNH_F_ONLINK | RTNH_F_PERVASIVE
+
+
+def _multipath_gateways(family: int, raw: bytes) -> tuple[str, ...] | None:
+    """The gateways of an RTA_MULTIPATH payload, or None when any next hop is not of the
+    agent's shape (a weight, onlink, a device without a gateway, another attribute)."""
+    gateways: list[bytes] = []
+    offset, size = 0, len(raw)
+    width = 4 if family == socket.AF_INET else 16
+    while offset + RTNEXTHOP.size <= size:
+        length, flags, hops, _ifindex = RTNEXTHOP.unpack_from(raw, offset)
+        if length < RTNEXTHOP.size or offset + length > size:
+            return None
+        if hops or flags & _WRITER_NH_FLAGS:
+            return None
+        found = attrs(raw, offset + RTNEXTHOP.size, offset + length)
+        gateway = found.pop(RTA_GATEWAY, None)
+        if gateway is None or len(gateway) != width or found:
+            return None
+        gateways.append(gateway)
+        offset += (length + 3) & ~3
+    if not gateways or offset != size:
+        return None
+    return tuple(socket.inet_ntop(family, g) for g in sorted(set(gateways)))
+
+
+def _route_value(family: int, raw_gw: bytes | None, oif: int, vtep_ifindex: int | None,
+                 raw_mp: bytes | None = None) -> RouteValue:
+    if raw_mp is not None:
+        gateways = _multipath_gateways(family, raw_mp)
+        if gateways is None:
+            return RouteValue(None, False)
+        if len(gateways) == 1:
+            return RouteValue(gateways[0], False)
+        return RouteValue(None, False, gateways)
     if raw_gw is None:
         return RouteValue(None, False)
     onlink = raw_gw.endswith(b"@") and len(raw_gw) in (5, 17)
@@ -242,9 +317,9 @@ def _route_value(family: int, raw_gw: bytes | None, oif: int,
 
 def decode_route(data: bytes, offset: int, end: int, vtep_ifindex: int | None) -> DecodedRoute:
     """One RTM_NEWROUTE/DELROUTE (events)."""
-    family, table, proto, dst, priority, raw_gw, oif = _route_fields(data, offset, end)
+    family, table, proto, dst, priority, raw_gw, oif, raw_mp = _route_fields(data, offset, end)
     return DecodedRoute(proto, RouteKey(family, table, dst, priority),
-                        _route_value(family, raw_gw, oif, vtep_ifindex))
+                        _route_value(family, raw_gw, oif, vtep_ifindex, raw_mp))
 
 
 def collect_routes(datagrams: Iterable[bytes], proto: int, table: int,
@@ -253,7 +328,7 @@ def collect_routes(datagrams: Iterable[bytes], proto: int, table: int,
     (strict dump); checking again keeps ownership exact on a kernel that did not. Routes share
     few next hops, so each distinct one is decoded once."""
     out: dict[RouteKey, RouteValue] = {}
-    values: dict[tuple[int, bytes | None, int], RouteValue] = {}
+    values: dict[tuple[int, bytes | None, int, bytes | None], RouteValue] = {}
     unpack_hdr, unpack_rt = NLMSGHDR.unpack_from, RTMSG.unpack_from
     for data in datagrams:
         offset, size = 0, len(data)
@@ -262,13 +337,14 @@ def collect_routes(datagrams: Iterable[bytes], proto: int, table: int,
             if length < 16:
                 break
             if msg_type == RTM_NEWROUTE and unpack_rt(data, offset + 16)[5] == proto:
-                family, tab, _p, dst, priority, raw_gw, oif = _route_fields(
+                family, tab, _p, dst, priority, raw_gw, oif, raw_mp = _route_fields(
                     data, offset, min(offset + length, size))
                 if tab == table:
-                    hop = (family, raw_gw, oif)
+                    hop = (family, raw_gw, oif, raw_mp)
                     value = values.get(hop)
                     if value is None:
-                        value = values[hop] = _route_value(family, raw_gw, oif, vtep_ifindex)
+                        value = values[hop] = _route_value(family, raw_gw, oif, vtep_ifindex,
+                                                           raw_mp)
                     out[RouteKey(family, tab, dst, priority)] = value
             offset += (length + 3) & ~3
     return out

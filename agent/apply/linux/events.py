@@ -41,12 +41,15 @@ from agent.apply.linux.codec import (
     AF_BRIDGE,
     IFF_UP,
     RT_TABLE_MAIN,
+    RouteKey,
+    RouteValue,
     addr_ifindex,
     decode_link,
     decode_neigh,
     decode_route,
     iter_messages,
 )
+from agent.apply.linux.delta import DeltaTracker
 from agent.apply.linux.view import LINKS, ROUTES, TABLES, KernelView, feed_offload
 
 log = logging.getLogger(__name__)
@@ -205,7 +208,11 @@ def judge(view: KernelView, backlog: list[bytes]) -> tuple[set[str], bool]:
                 if r.key.table != RT_TABLE_MAIN:
                     continue
                 if r.proto == view.proto:
-                    if m.type == RTM_NEWROUTE and routes.dataplane.get(r.key) != r.value:
+                    if _multipath_involved(routes, r.key, r.value, m.type):
+                        # IPv6 tells of one sibling next hop at a time (a hand-deleted one,
+                        # another appended): an event is no whole route, a dump is.
+                        stale.add(ROUTES)
+                    elif m.type == RTM_NEWROUTE and routes.dataplane.get(r.key) != r.value:
                         routes.dataplane_set(r.key, r.value)
                         moved = True
                     elif m.type == RTM_DELROUTE and r.key in routes.dataplane:
@@ -244,6 +251,17 @@ def judge(view: KernelView, backlog: list[bytes]) -> tuple[set[str], bool]:
                 elif not routes.in_sync:
                     moved = True  # a next hop may be reachable now
     return stale, moved
+
+
+def _multipath_involved(routes: DeltaTracker[RouteKey, RouteValue], key: RouteKey,
+                        value: RouteValue, msg_type: int) -> bool:
+    """Whether an event of one of the agent's routes touches a multipath route (in the event,
+    the view or the desired state) and says something the view does not already hold."""
+    held = routes.dataplane.get(key)
+    if msg_type == RTM_NEWROUTE and held == value:
+        return False  # the echo of the agent's own write
+    return any(v is not None and v.multipath
+               for v in (value, held, routes.desired.get(key)))
 
 
 def judge_link(view: KernelView, data: bytes, offset: int, end: int,

@@ -78,6 +78,8 @@ class KernelView:
         return {
             "ipv4_routes": v4,
             "ipv6_routes": len(routes) - v4,
+            # ECMP groups: one per distinct next-hop set, as switchdev drivers share them
+            "nexthop_groups": len({v.multipath for v in routes.values() if v.multipath}),
             "neighbors": len(self.neighbors.dataplane),
             "fdb_entries": len(self.fdb.dataplane),
             "remote_vteps": len({ip.rstrip("+") for v in self.fdb.dataplane.values()

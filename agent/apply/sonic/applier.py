@@ -54,6 +54,7 @@ from agent.apply.sonic.schema import (
     Fields,
     OverlayMapping,
     empty_entries,
+    prefix_of,
     render,
 )
 from agent.apply.sonic.startup import SonicStart
@@ -234,11 +235,13 @@ class SonicDataplane:
         return {t: dict(keys) for t, keys in self._owned.items()}
 
     def held(self) -> Held:
-        """{"routes": pod CIDRs, "fdb": VtepMACs} the agent's APPL_DB entries hold after its last
-        write: what may be announced and reported as observed. Keys another producer holds, or
-        not written, are not held."""
+        """{"routes": pod CIDRs and VIPs, "fdb": VtepMACs} the agent's APPL_DB entries hold after
+        its last write: what may be announced and reported as observed. Keys another producer
+        holds, or not written, are not held."""
         macs = {key.split(self._sep, 1)[-1] for key in self._owned[VXLAN_FDB_TABLE]}  # Vlan:MAC
-        return {"routes": frozenset(self._owned[ROUTE_TABLE]), "fdb": frozenset(macs)}
+        # Canonical prefixes, as the plan names them: a VIP's key has no /32 (fpmsyncd's way).
+        routes = frozenset(prefix_of(key) for key in self._owned[ROUTE_TABLE])
+        return {"routes": routes, "fdb": frozenset(macs)}
 
     def counts(self) -> dict[str, int]:
         """Nothing: on SONiC the ASIC's table usage per headroom resource comes from CRM

@@ -12,6 +12,7 @@ Mapped to the agent's headroom resources:
 | ipv4_routes | ipv4_route |
 | ipv6_routes | ipv6_route |
 | nexthops | ipv4_nexthop + ipv6_nexthop |
+| nexthop_groups | nexthop_group |
 | neighbors | ipv4_neighbor + ipv6_neighbor |
 | fdb_entries | fdb_entry |
 
@@ -51,6 +52,7 @@ AGENT_RESOURCES: dict[str, tuple[str, ...]] = {
     "ipv4_routes": ("ipv4_route",),
     "ipv6_routes": ("ipv6_route",),
     "nexthops": ("ipv4_nexthop", "ipv6_nexthop"),
+    "nexthop_groups": ("nexthop_group",),
     "neighbors": ("ipv4_neighbor", "ipv6_neighbor"),
     "fdb_entries": ("fdb_entry",),
 }

@@ -5,6 +5,13 @@ Pure (no Redis): the applier diffs these entries against what it owns.
 Static nodes: `ROUTE_TABLE:<pod CIDR>` {nexthop: InternalIP, ifname: the port the node is attached
 to (StaticRoute.port, filled by plan()), protocol: the agent's route protocol number}.
 
+Service VIPs over static nodes: `ROUTE_TABLE:<VIP>` {nexthop: the InternalIPs, comma-separated,
+ifname: their ports, comma-separated in the same order, protocol}: an ECMP route as fpmsyncd
+writes one. The key is spelt as fpmsyncd spells a host route (libnl's nl_addr2str leaves a full
+/32 or /128 out: `ROUTE_TABLE:203.0.113.10`), so that FRR's route for the same VIP would be the
+same key, which the agent then never overwrites, rather than a second key orchagent would
+program over it.
+
 Overlay (flannel-compatible VXLAN) nodes. SONiC does L2 VXLAN through a VLAN mapped to the VNI,
 so the overlay's VNI is bridged into one VLAN, `Vlan<overlay.vlan_id>` (default Vlan4000, see
 OverlayMapping), and each of flannel's three kernel objects becomes SONiC entries on that VLAN:
@@ -97,6 +104,20 @@ def _family(ip: str) -> str:
     return "IPv4" if ipaddress.ip_address(ip).version == 4 else "IPv6"
 
 
+def host_key(prefix: str) -> str:
+    """A ROUTE_TABLE key as fpmsyncd writes it: a full-length prefix without its length."""
+    address, _, length = prefix.partition("/")
+    full = "128" if ":" in address else "32"
+    return address if length == full else prefix
+
+
+def prefix_of(key: str) -> str:
+    """The canonical prefix of a ROUTE_TABLE key (host_key's inverse)."""
+    if "/" in key:
+        return key
+    return f"{key}/{128 if ':' in key else 32}"
+
+
 def render(
     desired: DataplaneDesired,
     overlay: OverlayMapping,
@@ -127,6 +148,20 @@ def render(
             continue
         add(ROUTE_TABLE, key, {"nexthop": route.via, "ifname": port, "protocol": protocol},
             f"static route of node {route.node}")
+
+    for vip in desired.vip_routes:
+        key = host_key(vip.prefix)
+        why = next((f"no port known that leads to {h.via} (node {h.node})" if h.port is None
+                    else f"{h.via} is behind {h.port}, which orchagent does not program routes "
+                    "through" for h in vip.nexthops
+                    if h.port is None or _UNPROGRAMMABLE_IFNAME.match(h.port)), None)
+        if why is not None:
+            skipped.append(f"ROUTE_TABLE{separator}{key}: {why}")
+            continue
+        add(ROUTE_TABLE, key, {"nexthop": ",".join(h.via for h in vip.nexthops),
+                               "ifname": ",".join(str(h.port) for h in vip.nexthops),
+                               "protocol": protocol},
+            f"route of Service VIP {vip.vip}")
 
     vtep = desired.vtep
     if vtep is None:
