@@ -20,7 +20,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from agent.apply.contract import ApplyResult
 from agent.cluster.nodes import Refusal
@@ -41,6 +41,7 @@ __all__ = [
     "AgentStatus",
     "AttachmentInfo",
     "EventLog",
+    "FibHop",
     "HeadroomInfo",
     "InvalidQuery",
     "KubernetesConnection",
@@ -189,6 +190,17 @@ class VtepInfo:
     @property
     def state(self) -> str:
         return _entry_state(self.desired, self.observed)
+
+
+# ---- Service VIPs ----
+
+
+class FibHop(NamedTuple):
+    """One next hop of a VIP's route in the leaf's FIB (agent.status.announcers reads them)."""
+
+    source: str  # "bgp": learned from a node's session; "agent": the agent's own route
+    device: str  # the port the hop leaves by ("" when the kernel named none)
+    gateway: str | None  # the next hop address (a link-local one for BGP unnumbered)
 
 
 # ---- Locate ----
