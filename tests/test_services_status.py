@@ -1,6 +1,7 @@
 """Service VIPs in the status (issue 12, item 6), without gRPC: the rows of `fabricctl
-services` from a real plan and FIB reading, `locate <VIP>`, and the proto's words for every
-state and event kind. Reading the FIB itself: tests/test_services_status_fib.py.
+services` from a real plan and FIB reading, `locate <VIP>`, the events between two plans
+(input/expected pairs), the status file's bounded part, and the proto's words for every state
+and event kind. Reading the FIB itself: tests/test_services_status_fib.py.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 
 from agent.events import Event
 from agent.plan.model import ServiceVip
+from agent.status.file import status_document, summary_line
 from agent.status.grpc_gen import status_pb2 as pb
 from agent.status.model import AttachmentInfo, FibHop, ServiceInfo
 from agent.status.server import (
@@ -19,10 +21,17 @@ from agent.status.server import (
     service_from_proto,
     service_to_proto,
 )
-from agent.status.services import announcing_nodes, service_infos
+from agent.status.services import (
+    EVENTS_PER_KIND,
+    SUMMARY_MAX_VIPS,
+    announcing_nodes,
+    service_events,
+    service_infos,
+    services_summary,
+)
 from agent.status.view import AgentView
 from agent.vocabulary import EVENT_KINDS, LOCATE_MATCHES, SERVICE_STATES
-from tests.test_services_plan import THREE, endpoints, plan_of, service
+from tests.test_services_plan import THREE, endpoints, node, plan_of, service
 from tests.test_services_status_fib import LL, state_with
 
 # ---- the rows of `fabricctl services` ---------------------------------------------------------
@@ -152,3 +161,117 @@ def test_every_locate_match_has_its_proto_value() -> None:
     names = {pb.LocateMatch.Name(v)[len("LOCATE_MATCH_"):].lower()
              for v in pb.LocateMatch.values() if v}
     assert names == set(LOCATE_MATCHES)
+
+
+# ---- events between two plans -----------------------------------------------------------------
+
+def sv(address: str, *nodes: str, refused: str | None = None,
+       services: tuple[str, ...] = ("shop/web",), policy: str = "Cluster") -> ServiceVip:
+    return ServiceVip(address, f"{address}/32", services, policy, nodes, refused)
+
+
+A, B = "203.0.113.10", "203.0.113.20"
+CASES = [
+    ("a new VIP", [], [sv(A, "n1", "n2")],
+     [("service_vip_added", A, "shop/web (Cluster); nodes permitted: n1, n2")]),
+    ("a new VIP nobody may announce yet (Local, no endpoint)", [], [sv(A, policy="Local")],
+     [("service_vip_added", A, "shop/web (Local); nodes permitted: none yet")]),
+    ("a VIP no Service names any more", [sv(A, "n1"), sv(B, "n1")], [sv(B, "n1")],
+     [("service_vip_removed", A, "no longer named by shop/web (Cluster)")]),
+    ("a new refused VIP", [], [sv(A, refused="outside fabric.service_pools")],
+     [("vip_refused", A, "shop/web (Cluster): outside fabric.service_pools")]),
+    ("an accepted VIP becomes refused (no room left)", [sv(A, "n1")],
+     [sv(A, refused="headroom: ipv4_routes: no room")],
+     [("vip_refused", A, "shop/web (Cluster): headroom: ipv4_routes: no room")]),
+    ("a refused VIP is accepted", [sv(A, refused="headroom")], [sv(A, "n1")],
+     [("service_vip_added", A, "shop/web (Cluster); nodes permitted: n1")]),
+    ("refused for another reason", [sv(A, refused="one")], [sv(A, refused="two")],
+     [("vip_refused", A, "shop/web (Cluster): two")]),
+    ("refused for the same reason: nothing new", [sv(A, refused="one")], [sv(A, refused="one")],
+     []),
+    ("only the permitted nodes change: no event", [sv(A, "n1")], [sv(A, "n2", "n3")], []),
+    ("a second Service on a VIP: no event", [sv(A, "n1")],
+     [sv(A, "n1", services=("shop/a", "shop/web"))], []),
+    ("a refused VIP goes away", [sv(A, refused="one")], [],
+     [("service_vip_removed", A, "no longer named by shop/web (Cluster)")]),
+    ("removals first, then the rest in address order",
+     [sv(B, "n1")], [sv(A, "n1"), sv("203.0.113.30", refused="x")],
+     [("service_vip_removed", B, "no longer named by shop/web (Cluster)"),
+      ("service_vip_added", A, "shop/web (Cluster); nodes permitted: n1"),
+      ("vip_refused", "203.0.113.30", "shop/web (Cluster): x")]),
+]
+
+
+@pytest.mark.parametrize(("name", "before", "after", "expected"), CASES,
+                         ids=[c[0] for c in CASES])
+def test_service_events(name: str, before: list[ServiceVip], after: list[ServiceVip],
+                        expected: list[tuple[str, str, str]]) -> None:
+    events = service_events(before, after, 1234.5)
+    assert [(e.kind, e.subject, e.message) for e in events] == expected
+    assert all(e.time == 1234.5 for e in events)
+
+
+def test_service_events_between_two_real_plans() -> None:
+    first = plan_of(THREE, [service("web", "203.0.113.10"), service("old", "203.0.113.40")])
+    nodes = [node("n1", 1), node("n2", 2, ready="False"), node("n3", 3)]
+    second = plan_of(nodes, [service("web", "203.0.113.10"), service("new", "203.0.113.20"),
+                             service("bad", "198.51.100.1")])
+    events = service_events(first.services, second.services, 1.0)
+    assert [(e.kind, e.subject) for e in events] == [
+        ("service_vip_removed", "203.0.113.40"),
+        ("vip_refused", "198.51.100.1"),
+        ("service_vip_added", "203.0.113.20"),
+    ]
+    assert events[2].message == "shop/new (Cluster); nodes permitted: n1, n3"
+    assert service_events(second.services, second.services, 2.0) == []
+
+
+def test_a_plan_with_thousands_of_new_vips_publishes_a_bounded_number_of_events() -> None:
+    after = [sv(f"10.0.{i // 256}.{i % 256}", "n1") for i in range(250)]
+    after += [sv(f"10.1.0.{i}", refused="outside fabric.service_pools") for i in range(5)]
+    events = service_events([], after, 1.0)
+    kinds = [e.kind for e in events]
+    assert kinds.count("service_vip_added") == EVENTS_PER_KIND
+    assert kinds.count("vip_refused") == 5  # under the bound: every one
+    assert [e.subject for e in events[:2]] == ["10.0.0.0", "10.0.0.1"]
+    last = events[-1]
+    assert (last.kind, last.subject, last.message) == (
+        "service_vip_added", "151 more VIPs",
+        "151 more VIPs added (fabricctl services lists them)")
+    assert len(service_events([], after[:EVENTS_PER_KIND], 1.0)) == EVENTS_PER_KIND  # no summary
+
+
+# ---- the status file --------------------------------------------------------------------------
+
+def test_the_status_file_lists_vips_bounded_problems_first() -> None:
+    many = [ServiceInfo(vip=f"203.0.113.{i}", services=("shop/web",), policy="Cluster",
+                        nodes_permitted=("n1",), nodes_announcing=("n1",), state="ok",
+                        prefix=f"203.0.113.{i}/32") for i in range(1, 201)]
+    many[150] = dataclasses.replace(many[150], state="no-announcer", nodes_announcing=())
+    many[199] = dataclasses.replace(many[199], state="refused", reason="why",
+                                    nodes_permitted=())
+    doc = services_summary(many)
+    assert doc["vips"] == 200 and doc["truncated"] is True
+    assert doc["by_state"] == {"ok": 198, "no-announcer": 1, "refused": 1, "unknown": 0}
+    assert len(doc["listed"]) == SUMMARY_MAX_VIPS
+    assert [e["vip"] for e in doc["listed"][:3]] == ["203.0.113.200", "203.0.113.151",
+                                                       "203.0.113.1"]
+    assert doc["listed"][0] == {"vip": "203.0.113.200", "services": ["shop/web"],
+                                "policy": "Cluster", "state": "refused", "nodes_permitted": [],
+                                "nodes_announcing": ["n1"], "reason": "why"}
+
+
+def test_the_status_file_and_systemd_status_show_the_services() -> None:
+    state = state_with(plan_of(THREE, [service("web", "203.0.113.10"),
+                                       service("bad", "127.0.0.1")]))
+    state.vip_fib = {"203.0.113.10/32": (FibHop("bgp", "swp1", LL),)}
+    doc = status_document(state)
+    assert doc["services"]["by_state"] == {"ok": 1, "no-announcer": 0, "refused": 1,
+                                           "unknown": 0}
+    assert [e["vip"] for e in doc["services"]["listed"]] == ["127.0.0.1", "203.0.113.10"]
+    assert "; 2 Service VIPs (1 ok, 1 refused);" in summary_line(state)
+    quiet = state_with(plan_of(THREE, []))
+    assert status_document(quiet)["services"] == {
+        "vips": 0, "by_state": {"ok": 0, "no-announcer": 0, "refused": 0, "unknown": 0},
+        "listed": [], "truncated": False}
+    assert "Service VIPs" not in summary_line(quiet)
