@@ -1,6 +1,7 @@
 """fabricctl: ask the agent on this switch what it knows (its gRPC status service).
 
-    fabricctl [--socket PATH] status|attachments|routes|vteps|headroom|events|locate Q [--json]
+    fabricctl [--socket PATH] status|attachments|routes|vteps|headroom|services|events|locate Q
+              [--json]
 
 Human tables by default; with --json one JSON document on stdout (`events --follow --json`
 prints one JSON object per line instead, since a stream has no end). Errors are one line on
@@ -49,6 +50,7 @@ from agent.status.model import (
     HeadroomInfo,
     LocateResult,
     RouteInfo,
+    ServiceInfo,
     VtepInfo,
 )
 from agent.status.server import (
@@ -59,6 +61,7 @@ from agent.status.server import (
     locate_from_proto,
     rfc3339,
     route_from_proto,
+    services_from_proto,
     status_from_proto,
     vtep_from_proto,
 )
@@ -311,7 +314,56 @@ def print_headroom(out: TextIO, rows: Sequence[HeadroomInfo]) -> None:
     ])
 
 
+def _permitted(row: ServiceInfo) -> str:
+    return ", ".join(f"{n} ({row.ports[n]})" if n in row.ports else n
+                     for n in row.nodes_permitted)
+
+
+def _announcing(row: ServiceInfo) -> str:
+    """The announcing nodes by name (their ports are in PERMITTED); one the plan does not
+    permit (a prefix list not yet soft-refreshed, a stale route) is said to be so."""
+    if row.nodes_announcing is None:
+        return "unknown"
+    return ", ".join(n if n in row.nodes_permitted else f"{n} (not permitted)"
+                     for n in row.nodes_announcing)
+
+
+def print_services(out: TextIO, rows: Sequence[ServiceInfo]) -> None:
+    table(out, ("VIP", "SERVICE", "POLICY", "STATE", "PERMITTED", "ANNOUNCING", "NOTE"), [
+        (s.vip, ", ".join(s.services), s.policy, s.state, _permitted(s), _announcing(s),
+         s.reason)
+        for s in rows
+    ])
+
+
+def print_service_vip(out: TextIO, s: ServiceInfo) -> None:
+    """`locate <VIP>`: the Services, then every node permitted or announcing, with its port."""
+    out.write(f"service VIP {clean(s.vip)}: {s.state}\n")
+    for label, value in (("services", ", ".join(s.services)), ("policy", s.policy),
+                         ("prefix", s.prefix), ("reason", s.reason)):
+        if value:
+            out.write(f"  {label:<10}{clean(value)}\n")
+    announcing = s.nodes_announcing
+    nodes = sorted({*s.nodes_permitted, *(announcing or ())})
+    if not nodes:
+        out.write("  no node is permitted to announce it, and none does\n")
+        return
+    out.write("\n")
+
+    def says(node: str) -> str:
+        if announcing is None:
+            return "unknown"
+        return "yes" if node in announcing else "no"
+
+    table(out, ("NODE", "PORT", "PERMITTED", "ANNOUNCING"), [
+        (n, s.ports.get(n), "yes" if n in s.nodes_permitted else "no", says(n)) for n in nodes
+    ])
+
+
 def print_locate(out: TextIO, r: LocateResult) -> None:
+    if r.service is not None:
+        print_service_vip(out, r.service)
+        return
     if r.pod is not None:
         p = r.pod
         ips = ", ".join(p.ips) or "no IP"
@@ -342,7 +394,7 @@ def print_locate(out: TextIO, r: LocateResult) -> None:
 
 
 def format_event(e: Event) -> str:
-    return (f"{rfc3339(e.time)}  {e.seq:>6}  {e.kind:<17}  {clean(e.subject):<20}  "
+    return (f"{rfc3339(e.time)}  {e.seq:>6}  {e.kind:<19}  {clean(e.subject):<20}  "
             f"{clean(e.message)}").rstrip()
 
 
@@ -396,6 +448,12 @@ def cmd_headroom(args: argparse.Namespace, out: TextIO) -> int:
     return emit(args, out, rows, print_headroom)
 
 
+def cmd_services(args: argparse.Namespace, out: TextIO) -> int:
+    reply = _unary(args, lambda s: s.ListServices(pb.ListServicesRequest(),
+                                                  timeout=args.timeout))
+    return emit(args, out, services_from_proto(reply), print_services)
+
+
 def cmd_locate(args: argparse.Namespace, out: TextIO) -> int:
     reply = _unary(args, lambda s: s.Locate(pb.LocateRequest(query=args.query),
                                             timeout=args.timeout))
@@ -444,6 +502,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "routes": cmd_routes,
     "vteps": cmd_vteps,
     "headroom": cmd_headroom,
+    "services": cmd_services,
     "events": cmd_events,
     "locate": cmd_locate,
 }
@@ -484,14 +543,16 @@ def build_parser() -> argparse.ArgumentParser:
         "routes": "desired and observed routes with their owner",
         "vteps": "desired and observed remote VTEPs",
         "headroom": "table usage against capacity per resource",
+        "services": "Service VIPs: nodes permitted, nodes announcing, state",
         "events": "recent events (--follow to stream)",
-        "locate": "where a pod IP, namespace/pod, node name or node IP is",
+        "locate": "where a pod IP, namespace/pod, node name, node IP or Service VIP is",
     }
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)
         common(p, top=False)
         if name == "locate":
-            p.add_argument("query", metavar="Q", help="pod IP, namespace/pod, node or node IP")
+            p.add_argument("query", metavar="Q",
+                           help="pod IP, namespace/pod, node, node IP or Service VIP")
         if name == "events":
             p.add_argument("-f", "--follow", action="store_true",
                            help="after the history, stream new events until interrupted")

@@ -43,7 +43,7 @@ BGP_STATES = (
     "open_confirm",
     "established",
 )
-LOCATE_MATCHES = ("pod_ip", "pod", "node", "node_ip", "pod_prefix")
+LOCATE_MATCHES = ("pod_ip", "pod", "node", "node_ip", "pod_prefix", "service_vip")
 EVENT_KINDS = (
     "node_attached",
     "node_detached",
@@ -54,7 +54,16 @@ EVENT_KINDS = (
     "apply_result",
     "threshold_crossed",
     "refusal",
+    "service_vip_added",
+    "service_vip_removed",
+    "vip_refused",
 )
+# A Service VIP as `fabricctl services` reports it: ok (a permitted node announces it and the
+# leaf forwards to it), no-announcer (no permitted node's route is in the leaf's FIB, or no
+# node is permitted), refused (by the plan, with the reason). UNKNOWN: the FIB was not read.
+SERVICE_STATES = ("ok", "no-announcer", "refused")
+# externalTrafficPolicy as Kubernetes spells it; "mixed": a VIP shared by Services of both.
+SERVICE_POLICIES = ("Cluster", "Local", "mixed")
 # A value this version cannot name: what a client shows for an enum value added by a newer
 # agent (or left unspecified). Accepted everywhere so decoding never fails on it.
 UNKNOWN = "unknown"

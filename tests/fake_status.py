@@ -2,8 +2,9 @@
 
 A plain class implementing the Protocol (not a mock): four nodes in the four situations the
 agent distinguishes (BGP annotated, BGP from LLDP and cordoned, static, VXLAN), the routes and
-VTEP that go with them (one route missing, one stale), six headroom resources, and real pods fed
-through agent.cluster.pod_index so that locate() is the production function.
+VTEP that go with them (one route missing, one stale), six headroom resources, real pods fed
+through agent.cluster.pod_index so that locate() is the production function, and Service VIPs
+in every state, built by the production agent.status.services from plan VIPs and FIB hops.
 """
 
 from __future__ import annotations
@@ -14,18 +15,22 @@ from collections.abc import Sequence
 from agent.apply.contract import ApplyResult
 from agent.cluster.nodes import Refusal
 from agent.cluster.pod_index import PodIndex
+from agent.plan.model import ServiceVip
 from agent.status.locate import locate
 from agent.status.model import (
     AgentStatus,
     AttachmentInfo,
+    FibHop,
     HeadroomInfo,
     KubernetesConnection,
     LocateResult,
     RouteInfo,
+    ServiceInfo,
     StatusProvider,
     VtepInfo,
     assess_health,
 )
+from agent.status.services import service_infos
 
 STARTED = 1_795_000_000.0  # a fixed start: outputs are stable
 
@@ -125,6 +130,26 @@ HEADROOM = (
     HeadroomInfo("remote_vteps", 1, 1, 128, "config", 120, 0.8, "ok", 6, 1),
 )
 
+# The plan's VIPs: ok with ECMP over two nodes, a Local one whose node does not announce it
+# (no-announcer), one shared by two Services (mixed policy), one refused, and an IPv6 one.
+SERVICE_VIPS = (
+    ServiceVip("203.0.113.10", "203.0.113.10/32", ("shop/web",), "Cluster", ("node-a", "node-b")),
+    ServiceVip("203.0.113.20", "203.0.113.20/32", ("shop/db",), "Local", ("node-a",)),
+    ServiceVip("203.0.113.30", "203.0.113.30/32", ("shop/api", "shop/api-canary"), "mixed",
+               ("node-a", "node-b")),
+    ServiceVip("198.51.100.7", "198.51.100.7/32", ("shop/legacy",), "Cluster",
+               refused="198.51.100.7 is outside fabric.service_pools"),
+    ServiceVip("2001:db8:5::10", "2001:db8:5::10/128", ("shop/web",), "Cluster", ("node-a",)),
+)
+_LL = "fe80::a8c1:abff:fe12:34"
+# What the leaf's FIB holds for them: BGP next hops on the nodes' ports (one via an uplink).
+VIP_FIB = {
+    "203.0.113.10/32": (FibHop("bgp", "swp1", _LL + "01"), FibHop("bgp", "swp2", _LL + "02")),
+    "203.0.113.20/32": (FibHop("bgp", "swp51", "fe80::1"),),  # via a spine: no node here
+    "203.0.113.30/32": (FibHop("bgp", "swp2", _LL + "02"),),
+    "2001:db8:5::10/128": (FibHop("bgp", "swp1", _LL + "01"),),
+}
+
 PODS = {
     "node-a": [
         pod("web-1", "shop", "node-a", ["10.244.1.17", "fd00:10:244:1::17"]),
@@ -191,8 +216,11 @@ class FakeProvider:
     def headroom(self) -> Sequence[HeadroomInfo]:
         return HEADROOM
 
+    def services(self) -> Sequence[ServiceInfo]:
+        return service_infos(SERVICE_VIPS, ATTACHMENTS, VIP_FIB)
+
     def locate(self, query: str) -> LocateResult:
-        return locate(query, self.index, self.attachments(), ROUTES)
+        return locate(query, self.index, self.attachments(), ROUTES, self.services())
 
 
 def check_protocol() -> StatusProvider:

@@ -32,8 +32,8 @@ def test_generated_code_imports_as_part_of_the_package() -> None:
     assert service.full_name == "kube_fabric_agent.v1.FabricStatus"
     assert status_pb2.DESCRIPTOR.name == "kube_fabric_agent/v1/status.proto"
     assert [m.name for m in service.methods] == [
-        "GetStatus", "ListAttachments", "ListRoutes", "ListVteps", "GetHeadroom", "Locate",
-        "WatchEvents",
+        "GetStatus", "ListAttachments", "ListRoutes", "ListVteps", "GetHeadroom", "ListServices",
+        "Locate", "WatchEvents",
     ]
 
 

@@ -289,10 +289,135 @@ async def test_locate_not_found_and_malformed(served: Served) -> None:
     missing = await run_ctl("--socket", str(served.path), "locate", "10.99.0.1")
     assert missing.code == fabricctl.EXIT_NOT_FOUND
     assert missing.out == ""
-    assert missing.err == "fabricctl: 10.99.0.1 is no pod or node address behind this leaf\n"
+    assert missing.err == ("fabricctl: 10.99.0.1 is no pod, node or Service VIP address behind "
+                           "this leaf\n")
     bad = await run_ctl("--socket", str(served.path), "locate", "node-a\nrouter bgp 1")
     assert bad.code == fabricctl.EXIT_USAGE
     assert bad.err.count("\n") == 1 and "not a pod IP" in bad.err
+
+
+CONTRACT_SERVICE_FIELDS = {"vip", "service", "policy", "nodes_permitted", "nodes_announcing",
+                           "state"}
+
+
+async def test_services(served: Served) -> None:
+    human = await run_ctl("--socket", str(served.path), "services")
+    assert human.code == 0, human.err
+    rows = table_rows(human.out)
+    assert rows[0] == ["VIP", "SERVICE", "POLICY", "STATE", "PERMITTED", "ANNOUNCING", "NOTE"]
+    assert rows[1] == ["203.0.113.10", "shop/web", "Cluster", "ok",
+                       "node-a (swp1), node-b (swp2)", "node-a, node-b", "-"]
+    assert rows[2] == ["203.0.113.20", "shop/db", "Local", "no-announcer", "node-a (swp1)", "-",
+                       "-"]
+    assert rows[3][:6] == ["203.0.113.30", "shop/api, shop/api-canary", "mixed", "ok",
+                           "node-a (swp1), node-b (swp2)", "node-b"]
+    assert rows[4] == ["198.51.100.7", "shop/legacy", "Cluster", "refused", "-", "-",
+                       "198.51.100.7 is outside fabric.service_pools"]
+    assert rows[5][0] == "2001:db8:5::10" and len(rows) == 6
+
+    result = await run_ctl("--socket", str(served.path), "services", "--json")
+    assert result.code == 0, result.err
+    doc = result.json()
+    assert isinstance(doc, list) and len(doc) == 5
+    for entry in doc:
+        assert CONTRACT_SERVICE_FIELDS <= entry.keys()
+    assert doc[2] == {
+        "vip": "203.0.113.30", "service": "shop/api", "services": ["shop/api", "shop/api-canary"],
+        "policy": "mixed", "nodes_permitted": ["node-a", "node-b"],
+        "nodes_announcing": ["node-b"], "state": "ok", "reason": None,
+        "prefix": "203.0.113.30/32", "ports": {"node-a": "swp1", "node-b": "swp2"},
+    }
+    assert [(e["state"], e["reason"]) for e in doc if e["state"] != "ok"] == [
+        ("no-announcer", None), ("refused", "198.51.100.7 is outside fabric.service_pools")]
+
+
+async def test_services_when_the_fib_is_not_known_and_when_there_are_none(
+        served: Served) -> None:
+    from agent.status.services import service_infos
+    from tests.fake_status import ATTACHMENTS, SERVICE_VIPS
+
+    served.provider.services = lambda: service_infos(  # type: ignore[method-assign]
+        SERVICE_VIPS, ATTACHMENTS, None)
+    doc = (await run_ctl("--socket", str(served.path), "services", "--json")).json()
+    assert [(e["state"], e["nodes_announcing"]) for e in doc] == [
+        ("unknown", None), ("unknown", None), ("unknown", None), ("refused", None),
+        ("unknown", None)]
+    human = await run_ctl("--socket", str(served.path), "services")
+    assert table_rows(human.out)[1][3:6] == ["unknown", "node-a (swp1), node-b (swp2)",
+                                             "unknown"]
+    served.provider.services = lambda: []  # type: ignore[method-assign]
+    none = await run_ctl("--socket", str(served.path), "services", "--json")
+    assert (none.code, none.json()) == (0, [])
+
+
+async def test_locate_a_service_vip(served: Served) -> None:
+    doc = (await run_ctl("--socket", str(served.path), "locate", "203.0.113.30", "--json")).json()
+    assert {"node", "port"} <= doc.keys()
+    assert (doc["matched"], doc["node"], doc["port"]) == ("service_vip", "node-b", "swp2")
+    assert doc["route_prefix"] == "203.0.113.30/32" and doc["bgp_state"] == "established"
+    assert doc["service"]["services"] == ["shop/api", "shop/api-canary"]
+    assert doc["service"]["ports"] == {"node-a": "swp1", "node-b": "swp2"}
+
+    human = await run_ctl("--socket", str(served.path), "locate", "203.0.113.30")
+    assert human.code == 0, human.err
+    lines = human.out.splitlines()
+    assert lines[:4] == ["service VIP 203.0.113.30: ok",
+                         "  services  shop/api, shop/api-canary",
+                         "  policy    mixed",
+                         "  prefix    203.0.113.30/32"]
+    assert table_rows("\n".join(lines[5:])) == [
+        ["NODE", "PORT", "PERMITTED", "ANNOUNCING"],
+        ["node-a", "swp1", "yes", "no"],
+        ["node-b", "swp2", "yes", "yes"]]
+
+    refused = await run_ctl("--socket", str(served.path), "locate", "198.51.100.7")
+    assert refused.out.splitlines() == [
+        "service VIP 198.51.100.7: refused", "  services  shop/legacy", "  policy    Cluster",
+        "  prefix    198.51.100.7/32", "  reason    198.51.100.7 is outside fabric.service_pools",
+        "  no node is permitted to announce it, and none does"]
+    ipv6 = (await run_ctl("--socket", str(served.path), "locate", "2001:DB8:5::10",
+                          "--json")).json()
+    assert (ipv6["node"], ipv6["port"], ipv6["service"]["vip"]) == ("node-a", "swp1",
+                                                                   "2001:db8:5::10")
+
+
+async def test_grpcurl_lists_services_through_reflection(served: Served) -> None:
+    reply = await asyncio.to_thread(grpcurl_json, served.path, f"{SERVICE_NAME}/ListServices")
+    first = reply["services"][0]
+    assert (first["vip"], first["service"], first["state"]) == (
+        "203.0.113.10", "shop/web", "SERVICE_VIP_STATE_OK")
+    assert first["nodes_announcing"] == ["node-a", "node-b"] and first["announcing_known"]
+    assert "ports" not in first  # once for the whole list, not per VIP
+    assert reply["ports"] == {"node-a": "swp1", "node-b": "swp2"}
+
+
+async def test_service_events_reach_fabricctl(served: Served) -> None:
+    served.events.emit("service_vip_added", "203.0.113.10",
+                       "shop/web (Cluster); nodes permitted: node-a, node-b")
+    served.events.emit("vip_refused", "198.51.100.7",
+                       "shop/legacy (Cluster): 198.51.100.7 is outside fabric.service_pools")
+    served.events.emit("service_vip_removed", "203.0.113.40", "no longer named by shop/old "
+                       "(Cluster)")
+    human = await run_ctl("--socket", str(served.path), "events")
+    assert [line.split()[2:4] for line in human.out.splitlines()] == [
+        ["service_vip_added", "203.0.113.10"], ["vip_refused", "198.51.100.7"],
+        ["service_vip_removed", "203.0.113.40"]]
+    doc = (await run_ctl("--socket", str(served.path), "events", "--json", "--kind",
+                         "vip_refused", "--kind", "service_vip_removed")).json()
+    assert [(e["seq"], e["kind"]) for e in doc] == [(2, "vip_refused"),
+                                                    (3, "service_vip_removed")]
+
+
+async def test_services_exit_codes(served: Served, sock_dir: Path) -> None:
+    down = await run_ctl("--socket", str(sock_dir / "nope.sock"), "services", "--json")
+    assert (down.code, down.out) == (fabricctl.EXIT_NOT_RUNNING, "")
+
+    def broken() -> Any:
+        raise RuntimeError("FIB reading broke")
+
+    served.provider.services = broken  # type: ignore[method-assign]
+    failed = await run_ctl("--socket", str(served.path), "services")
+    assert failed.code == fabricctl.EXIT_ERROR and "FIB reading broke" in failed.err
 
 
 async def test_events_history_and_follow(served: Served) -> None:

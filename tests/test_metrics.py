@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.status.metrics import PREFIX, Metrics
-from agent.status.model import AttachmentInfo
+from agent.status.model import AttachmentInfo, ServiceInfo
 from tests.fake_status import FakeProvider
 
 
@@ -104,3 +104,38 @@ def test_offload_failures_by_family_are_zero_until_seen_and_follow_the_kernel() 
     assert offload() == {"ipv4": 3.0, "ipv6": 1.0}
     m.update_offload({6: 2})  # ipv4 routes offloaded again: back to 0, not frozen at 3
     assert offload() == {"ipv4": 0.0, "ipv6": 2.0}
+
+
+def test_service_vips_are_counted_by_state_with_bounded_series() -> None:
+    m = Metrics()
+
+    def services() -> dict[tuple[str, str], float]:
+        return {(n, dict(labels).get("state") or dict(labels)["kind"]): v
+                for (n, labels), v in samples(m).items() if "_service_vip" in n}
+
+    assert services() == {  # exported from the start, every state at 0
+        (f"{PREFIX}_service_vips", "ok"): 0, (f"{PREFIX}_service_vips", "no-announcer"): 0,
+        (f"{PREFIX}_service_vips", "refused"): 0, (f"{PREFIX}_service_vips", "unknown"): 0,
+        (f"{PREFIX}_service_vip_nodes", "permitted"): 0,
+        (f"{PREFIX}_service_vip_nodes", "announcing"): 0}
+    m.update_from(FakeProvider())
+    got = services()
+    # The fake: web (ok, 2 of 2), db (no announcer, 0 of 1), shared api (ok, 1 of 2), a
+    # refused one (not summed), an IPv6 one (ok, 1 of 1).
+    assert (got[(f"{PREFIX}_service_vips", "ok")], got[(f"{PREFIX}_service_vips", "no-announcer")],
+            got[(f"{PREFIX}_service_vips", "refused")],
+            got[(f"{PREFIX}_service_vips", "unknown")]) == (3, 1, 1, 0)
+    assert got[(f"{PREFIX}_service_vip_nodes", "permitted")] == 6
+    assert got[(f"{PREFIX}_service_vip_nodes", "announcing")] == 4
+
+    # 5,000 VIPs, the FIB not read: still six series, and nothing counted as announcing.
+    many = [ServiceInfo(vip=f"10.{i // 256}.{i % 256}.1", services=(f"ns/s{i}",),
+                        policy="Cluster", nodes_permitted=("n1", "n2"),
+                        prefix=f"10.{i // 256}.{i % 256}.1/32") for i in range(5000)]
+    m.update_services(many)
+    got = services()
+    assert len(got) == 6
+    assert got[(f"{PREFIX}_service_vips", "unknown")] == 5000
+    assert got[(f"{PREFIX}_service_vips", "ok")] == 0  # not frozen at its last value
+    assert got[(f"{PREFIX}_service_vip_nodes", "announcing")] == 0
+    assert got[(f"{PREFIX}_service_vip_nodes", "permitted")] == 0  # unknown: not compared

@@ -15,7 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from agent.status.services import services_summary, state_counts
 from agent.status.state import ObservedState
+from agent.status.view import AgentView
 
 SUMMARY_MAX = 400  # systemd shows STATUS= on one line
 
@@ -30,7 +32,8 @@ def _last_apply(state: ObservedState, applier: str) -> dict[str, Any] | None:
 
 
 def summary_line(state: ObservedState) -> str:
-    """systemd's STATUS=: the API connection, attachments, refusals, FRR's last apply."""
+    """systemd's STATUS=: the API connection, attachments, refusals, Service VIPs by state
+    (when there are any), FRR's last apply."""
     k = state.kubernetes()
     if not k.synced:
         api = "waiting for the Kubernetes API" + (f" ({k.last_error})" if k.last_error else "")
@@ -46,7 +49,12 @@ def summary_line(state: ObservedState) -> str:
             frr += ", keeping the last good config"
     attachments = len(state.plan.attachments) if state.plan else 0
     refusals = len(state.refusals())
-    return f"{api}; {attachments} attachments, {refusals} refusals; {frr}"[:SUMMARY_MAX]
+    vips = ""
+    if state.plan is not None and state.plan.services:
+        counts = state_counts(AgentView(state).services())
+        vips = f"; {len(state.plan.services)} Service VIPs (" + ", ".join(
+            f"{n} {word}" for word, n in counts.items() if n) + ")"
+    return f"{api}; {attachments} attachments, {refusals} refusals{vips}; {frr}"[:SUMMARY_MAX]
 
 
 def status_document(state: ObservedState) -> dict[str, Any]:
@@ -70,6 +78,8 @@ def status_document(state: ObservedState) -> dict[str, Any]:
         # Routes the ASIC refused (rt_offload_failed), all protocols: forwarded by the CPU.
         "offload_failed_routes": {"ipv4": state.offload_failed.get(4, 0),
                                   "ipv6": state.offload_failed.get(6, 0)},
+        # Service VIPs: counts by state, and the first SUMMARY_MAX_VIPS (problems first).
+        "services": services_summary(AgentView(state).services()),
         "summary": summary_line(state),
     }
 

@@ -1,7 +1,10 @@
-"""fabricctl's `locate Q`: a pure function of the pod index, the attachments and the routes.
+"""fabricctl's `locate Q`: a pure function of the pod index, the attachments, the routes and
+the Service VIPs.
 
-Q is a pod IP, namespace/pod, a node name or a node IP; the answer names the node, its port and
-the route that carries the address.
+Q is a pod IP, namespace/pod, a node name, a node IP or a Service VIP; the answer names the
+node, its port and the route that carries the address. For a VIP, it names the Services, every
+node permitted to serve it with its port and whether the leaf forwards to it, and, in `node`
+and `port`, the first node that announces it (else the first permitted).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from agent.status.model import (
     LocateResult,
     NotFound,
     RouteInfo,
+    ServiceInfo,
 )
 
 
@@ -84,6 +88,25 @@ def _answer(
     )
 
 
+def _answer_vip(query: str, info: ServiceInfo,
+                by_node: Mapping[str, AttachmentInfo]) -> LocateResult:
+    announcing = info.nodes_announcing or ()
+    serving = [n for n in announcing if n in info.nodes_permitted]
+    node = next(iter([*serving, *announcing, *info.nodes_permitted]), "")
+    att = by_node.get(node)
+    return LocateResult(
+        query=query,
+        matched="service_vip",
+        node=node,
+        port=att.port if att else info.ports.get(node, ""),
+        routing=att.routing if att else "unknown",
+        route_prefix=info.prefix,
+        node_ips=att.node_ips if att else (),
+        bgp_state=att.bgp_state if att else "unknown",
+        service=info,
+    )
+
+
 def _locate_pod(
     query: str,
     pod: PodInfo,
@@ -107,10 +130,11 @@ def locate(
     index: PodIndex,
     attachments: Sequence[AttachmentInfo],
     routes: Sequence[RouteInfo] = (),
+    services: Sequence[ServiceInfo] = (),
 ) -> LocateResult:
-    """Answer `fabricctl locate Q`: Q is a pod IP, namespace/pod, node name, node IP, or a pod
-    name that is unique across namespaces. Raises InvalidQuery or NotFound with a sentence an
-    operator can act on."""
+    """Answer `fabricctl locate Q`: Q is a pod IP, namespace/pod, node name, node IP, Service
+    VIP, or a pod name that is unique across namespaces. Raises InvalidQuery or NotFound with a
+    sentence an operator can act on."""
     if not isinstance(query, str) or not query or len(query) > MAX_QUERY_LENGTH:
         raise InvalidQuery(f"query {validate.printable(query)} is empty or too long")
     by_node = {a.node: a for a in attachments}
@@ -140,6 +164,11 @@ def locate(
         pod = index.by_ip(canonical)
         if pod is not None:
             return _locate_pod(query, pod, by_node, routes, "pod_ip", addr)
+        # After nodes and pods: a VIP is refused when it is one of theirs, and the node or pod
+        # is then what the address reaches. Before pod CIDRs: a refused VIP there says why.
+        for info in services:
+            if info.vip == canonical:
+                return _answer_vip(query, info, by_node)
         best: tuple[int, AttachmentInfo] | None = None
         for att in attachments:
             for prefix in att.prefixes:
@@ -148,13 +177,13 @@ def locate(
                     best = (net.prefixlen, att)
         if best is not None:
             return _answer(query, "pod_prefix", best[1], routes, addr)
-        raise NotFound(f"{canonical} is no pod or node address behind this leaf")
+        raise NotFound(f"{canonical} is no pod, node or Service VIP address behind this leaf")
 
     try:
         object_name(query, "query")
     except ValueError:
         raise InvalidQuery(f"{validate.printable(query)} is not a pod IP, namespace/pod, node "
-                           "name or node IP") from None
+                           "name, node IP or Service VIP") from None
     att = by_node.get(query)
     if att is not None:
         return _answer(query, "node", att, routes)

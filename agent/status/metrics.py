@@ -28,7 +28,8 @@ from prometheus_client import (
     start_http_server,
 )
 
-from agent.status.model import AttachmentInfo, HeadroomInfo, StatusProvider
+from agent.status.model import AttachmentInfo, HeadroomInfo, ServiceInfo, StatusProvider
+from agent.status.services import state_counts
 from agent.vocabulary import BGP_STATES
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,26 @@ class Metrics:
             ["family"],
             registry=r,
         )
+        # Service VIPs as counts only: a series per VIP would be 5,000 series on a large
+        # cluster, churning with every Service; `fabricctl services` names them.
+        self.service_vips = Gauge(
+            f"{PREFIX}_service_vips",
+            "Service VIPs by state: ok, no-announcer (no permitted node's route in the FIB), "
+            "refused, unknown (the FIB was not read).",
+            ["state"],
+            registry=r,
+        )
+        self.service_vip_nodes = Gauge(
+            f"{PREFIX}_service_vip_nodes",
+            "Summed over the Service VIPs in state ok or no-announcer: the nodes permitted to "
+            "announce them, and the permitted nodes the FIB forwards them to (kind permitted / "
+            "announcing). Less announcing than permitted: nodes down, sessions without the VIP, "
+            "or more nodes than maximum-paths.",
+            ["kind"],
+            registry=r,
+        )
         self.update_offload({})
+        self.update_services(())
 
     # ---- pushed by the daemon ----
 
@@ -174,6 +194,19 @@ class Metrics:
             if row.nodes_left is not None:
                 self.headroom_nodes_left.labels(row.resource).set(row.nodes_left)
 
+    def update_services(self, rows: Iterable[ServiceInfo]) -> None:
+        rows = list(rows)
+        for state, n in state_counts(rows).items():
+            self.service_vips.labels(state).set(n)
+        permitted = announcing = 0
+        for row in rows:
+            if row.nodes_announcing is None or row.state == "refused":
+                continue  # nothing known to compare with, or nobody may announce it
+            permitted += len(row.nodes_permitted)
+            announcing += len(set(row.nodes_announcing or ()) & set(row.nodes_permitted))
+        self.service_vip_nodes.labels("permitted").set(permitted)
+        self.service_vip_nodes.labels("announcing").set(announcing)
+
     def update_from(self, provider: StatusProvider) -> None:
         """Refresh every gauge from the provider (call it from the event loop, e.g. with each
         status publication)."""
@@ -183,6 +216,7 @@ class Metrics:
         self.refusals.set(len(status.refusals))
         self.update_sessions(provider.attachments())
         self.update_headroom(provider.headroom())
+        self.update_services(provider.services())
 
     # ---- exposition ----
 

@@ -18,9 +18,9 @@ import asyncio
 import collections
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from agent.apply.contract import ApplyResult
 from agent.cluster.nodes import Refusal
@@ -34,6 +34,8 @@ from agent.vocabulary import (
     HEALTH_STATES,
     LOCATE_MATCHES,
     ROUTING_MODES,
+    SERVICE_POLICIES,
+    SERVICE_STATES,
     check_word,
 )
 
@@ -41,6 +43,7 @@ __all__ = [
     "AgentStatus",
     "AttachmentInfo",
     "EventLog",
+    "FibHop",
     "HeadroomInfo",
     "InvalidQuery",
     "KubernetesConnection",
@@ -48,6 +51,7 @@ __all__ = [
     "NotFound",
     "Refusal",
     "RouteInfo",
+    "ServiceInfo",
     "StatusProvider",
     "SubscriberTooSlow",
     "Subscription",
@@ -191,6 +195,44 @@ class VtepInfo:
         return _entry_state(self.desired, self.observed)
 
 
+# ---- ListServices ----
+
+
+class FibHop(NamedTuple):
+    """One next hop of a VIP's route in the leaf's FIB (agent.status.announcers reads them)."""
+
+    source: str  # "bgp": learned from a node's session; "agent": the agent's own route
+    device: str  # the port the hop leaves by ("" when the kernel named none)
+    gateway: str | None  # the next hop address (a link-local one for BGP unnumbered)
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceInfo:
+    """One Service VIP as `fabricctl services` shows it: the plan's verdict (who may announce
+    it) next to what the leaf's FIB forwards it to. One entry per VIP: a VIP shared by several
+    Services names them all in `services`, and `service` is the first (usually the only one).
+    Field order is the JSON's order."""
+
+    vip: str
+    service: str = ""  # "namespace/name": services[0] when not given
+    services: tuple[str, ...]  # "namespace/name", sorted
+    policy: str  # SERVICE_POLICIES
+    nodes_permitted: tuple[str, ...] = ()
+    # The nodes the leaf's FIB forwards the VIP to; None: not known (the FIB was not read).
+    nodes_announcing: tuple[str, ...] | None = None
+    state: str = "unknown"  # SERVICE_STATES, or "unknown" when nodes_announcing is None
+    reason: str | None = None  # why refused
+    prefix: str  # the exact /32 or /128 a node may announce
+    ports: Mapping[str, str] = field(default_factory=dict)  # node -> port, nodes named above
+
+    def __post_init__(self) -> None:
+        check_word(self.state, SERVICE_STATES, "service VIP state")
+        check_word(self.policy, SERVICE_POLICIES, "traffic policy")
+        if not self.service and self.services:
+            object.__setattr__(self, "service", self.services[0])
+
+
 # ---- Locate ----
 
 
@@ -208,6 +250,7 @@ class LocateResult:
     node_ips: tuple[str, ...] = ()
     node_prefixes: tuple[str, ...] = ()
     bgp_state: str = "unknown"
+    service: ServiceInfo | None = None  # set when a Service VIP matched
 
     def __post_init__(self) -> None:
         check_word(self.matched, LOCATE_MATCHES, "locate match")
@@ -216,7 +259,8 @@ class LocateResult:
 
 
 class InvalidQuery(ValueError):
-    """A Locate query that is not a pod IP, namespace/pod, node name or node IP (or ambiguous)."""
+    """A Locate query that is not a pod IP, namespace/pod, node name, node IP or Service VIP (or
+    is ambiguous)."""
 
 
 class NotFound(LookupError):
@@ -244,6 +288,8 @@ class StatusProvider(Protocol):
     def vteps(self) -> Sequence[VtepInfo]: ...
 
     def headroom(self) -> Sequence[HeadroomInfo]: ...
+
+    def services(self) -> Sequence[ServiceInfo]: ...
 
     def locate(self, query: str) -> LocateResult:
         """Raise InvalidQuery for a malformed query, NotFound when nothing matches

@@ -28,7 +28,9 @@ drift apart.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import inspect
@@ -38,7 +40,7 @@ import socket
 import stat
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,6 +64,7 @@ from agent.status.model import (
     LocateResult,
     NotFound,
     RouteInfo,
+    ServiceInfo,
     StatusProvider,
     SubscriberTooSlow,
     Subscription,
@@ -134,6 +137,14 @@ class FabricStatusServicer(pb_grpc.FabricStatusServicer):
     ) -> pb.GetHeadroomResponse:
         rows = await self._call(context, self._provider.headroom)
         return pb.GetHeadroomResponse(resources=[headroom_to_proto(h) for h in rows])
+
+    async def ListServices(
+        self, request: pb.ListServicesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListServicesResponse:
+        rows = await self._call(context, self._provider.services)
+        # 5,000 VIPs that each permit 48 nodes are a quarter of a million strings to encode:
+        # done in a worker thread (the rows are frozen), so the loop keeps serving meanwhile.
+        return await asyncio.to_thread(services_to_proto, rows)
 
     async def Locate(
         self, request: pb.LocateRequest, context: grpc.aio.ServicerContext
@@ -704,6 +715,66 @@ def headroom_from_proto(m: pb.Headroom) -> HeadroomInfo:
     )
 
 
+# "no-announcer" is no enum-able word: the states are mapped by hand, both ways. A state this
+# side cannot name (UNKNOWN: the FIB was not read) is UNSPECIFIED.
+_SERVICE_STATES = {
+    "ok": pb.SERVICE_VIP_STATE_OK,
+    "no-announcer": pb.SERVICE_VIP_STATE_NO_ANNOUNCER,
+    "refused": pb.SERVICE_VIP_STATE_REFUSED,
+}
+_SERVICE_STATE_NAMES = {v: k for k, v in _SERVICE_STATES.items()}
+
+
+def services_to_proto(rows: Sequence[ServiceInfo]) -> pb.ListServicesResponse:
+    """Every node's port once for the whole list, not per VIP (see the proto)."""
+    ports: dict[str, str] = {}
+    for s in rows:
+        ports.update(s.ports)
+    return pb.ListServicesResponse(services=[service_to_proto(s, ports=False) for s in rows],
+                                   ports=ports)
+
+
+def services_from_proto(m: pb.ListServicesResponse) -> list[ServiceInfo]:
+    rows = []
+    for v in m.services:
+        row = service_from_proto(v)
+        named = sorted({*row.nodes_permitted, *(row.nodes_announcing or ())})
+        rows.append(dataclasses.replace(row, ports={n: m.ports[n] for n in named
+                                                    if n in m.ports}))
+    return rows
+
+
+def service_to_proto(s: ServiceInfo, *, ports: bool = True) -> pb.ServiceVip:
+    return pb.ServiceVip(
+        vip=s.vip,
+        prefix=s.prefix,
+        service=s.service,
+        services=list(s.services),
+        policy=s.policy,
+        nodes_permitted=list(s.nodes_permitted),
+        nodes_announcing=list(s.nodes_announcing or ()),
+        announcing_known=s.nodes_announcing is not None,
+        state=_SERVICE_STATES.get(s.state, pb.SERVICE_VIP_STATE_UNSPECIFIED),
+        reason=s.reason or "",
+        ports=dict(s.ports) if ports else {},
+    )
+
+
+def service_from_proto(m: pb.ServiceVip) -> ServiceInfo:
+    return ServiceInfo(
+        vip=m.vip,
+        service=m.service,
+        services=tuple(m.services),
+        policy=m.policy or "unknown",
+        nodes_permitted=tuple(m.nodes_permitted),
+        nodes_announcing=tuple(m.nodes_announcing) if m.announcing_known else None,
+        state=_SERVICE_STATE_NAMES.get(m.state, "unknown"),
+        reason=m.reason or None,
+        prefix=m.prefix,
+        ports=dict(sorted(m.ports.items())),
+    )
+
+
 def _pod_to_proto(p: PodInfo) -> pb.Pod:
     return pb.Pod(
         namespace=p.namespace,
@@ -732,6 +803,8 @@ def locate_to_proto(r: LocateResult) -> pb.LocateResponse:
     )
     if r.pod is not None:
         msg.pod.CopyFrom(_pod_to_proto(r.pod))
+    if r.service is not None:
+        msg.service.CopyFrom(service_to_proto(r.service))
     return msg
 
 
@@ -754,6 +827,7 @@ def locate_from_proto(m: pb.LocateResponse) -> LocateResult:
         node_ips=tuple(m.node_ips),
         node_prefixes=tuple(m.node_prefixes),
         bgp_state=_enum_str(pb.BgpState, m.bgp_state),
+        service=service_from_proto(m.service) if m.HasField("service") else None,
     )
 
 
@@ -805,6 +879,10 @@ __all__ = [
     "rfc3339",
     "route_from_proto",
     "route_to_proto",
+    "service_from_proto",
+    "service_to_proto",
+    "services_from_proto",
+    "services_to_proto",
     "status_from_proto",
     "status_to_proto",
     "vtep_from_proto",

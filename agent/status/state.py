@@ -1,10 +1,10 @@
 """The agent's one observed state: what it knows and what it did, in one place.
 
 The runtime writes it (the plan and cluster after each reconcile, each applier's latest result,
-what the data plane holds, BGP sessions, headroom rows, routes the ASIC refused); every output
-is rendered from it and from nothing else: the status file and systemd's STATUS line
-(agent.status.file), the gRPC view (agent.status.view), metrics (agent.status.metrics) and, on
-SONiC, STATE_DB (the applier's report()).
+what the data plane holds, BGP sessions, headroom rows, routes the ASIC refused, the Service
+VIPs' next hops in the FIB); every output is rendered from it and from nothing else: the status
+file and systemd's STATUS line (agent.status.file), the gRPC view (agent.status.view), metrics
+(agent.status.metrics) and, on SONiC, STATE_DB (the applier's report()).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from agent.cluster.pod_index import PodIndex
 from agent.headroom.report import HeadroomInfo
 from agent.informers.informer import Informer
 from agent.plan.model import Plan
-from agent.status.model import KubernetesConnection
+from agent.status.model import FibHop, KubernetesConnection
 
 
 @dataclass
@@ -39,6 +39,9 @@ class ObservedState:
     offload_failed: dict[int, int] = field(default_factory=dict)  # IP version -> routes
     last_reconcile_latency: float | None = None  # a change's arrival to its applied state
     lldp_error: str | None = None
+    # The next hops of each Service VIP's route in the leaf's FIB, by prefix (polled by
+    # agent.status.announcers); None: not known, never read or the last read failed.
+    vip_fib: dict[str, tuple[FibHop, ...]] | None = None
 
     def kubernetes(self) -> KubernetesConnection:
         nodes = self.nodes

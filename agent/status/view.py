@@ -16,9 +16,11 @@ from agent.status.model import (
     AttachmentInfo,
     LocateResult,
     RouteInfo,
+    ServiceInfo,
     VtepInfo,
     assess_health,
 )
+from agent.status.services import service_infos
 from agent.status.state import ObservedState
 
 
@@ -112,6 +114,12 @@ class AgentView:
     def headroom(self) -> Sequence[HeadroomInfo]:
         return list(self.s.headroom)
 
+    def services(self) -> Sequence[ServiceInfo]:
+        plan = self.s.plan
+        if plan is None or not plan.services:
+            return []
+        return service_infos(plan.services, self.attachments(), self.s.vip_fib)
+
     def locate(self, query: str) -> LocateResult:
-        return locate(query, self.s.pods, self.attachments(), self.routes())
+        return locate(query, self.s.pods, self.attachments(), self.routes(), self.services())
 

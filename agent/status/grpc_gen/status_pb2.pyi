@@ -44,6 +44,13 @@ class BgpState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BGP_STATE_OPEN_CONFIRM: _ClassVar[BgpState]
     BGP_STATE_ESTABLISHED: _ClassVar[BgpState]
 
+class ServiceVipState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SERVICE_VIP_STATE_UNSPECIFIED: _ClassVar[ServiceVipState]
+    SERVICE_VIP_STATE_OK: _ClassVar[ServiceVipState]
+    SERVICE_VIP_STATE_NO_ANNOUNCER: _ClassVar[ServiceVipState]
+    SERVICE_VIP_STATE_REFUSED: _ClassVar[ServiceVipState]
+
 class LocateMatch(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     LOCATE_MATCH_UNSPECIFIED: _ClassVar[LocateMatch]
@@ -52,6 +59,7 @@ class LocateMatch(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LOCATE_MATCH_NODE: _ClassVar[LocateMatch]
     LOCATE_MATCH_NODE_IP: _ClassVar[LocateMatch]
     LOCATE_MATCH_POD_PREFIX: _ClassVar[LocateMatch]
+    LOCATE_MATCH_SERVICE_VIP: _ClassVar[LocateMatch]
 
 class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -65,6 +73,9 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_APPLY_RESULT: _ClassVar[EventKind]
     EVENT_KIND_THRESHOLD_CROSSED: _ClassVar[EventKind]
     EVENT_KIND_REFUSAL: _ClassVar[EventKind]
+    EVENT_KIND_SERVICE_VIP_ADDED: _ClassVar[EventKind]
+    EVENT_KIND_SERVICE_VIP_REMOVED: _ClassVar[EventKind]
+    EVENT_KIND_VIP_REFUSED: _ClassVar[EventKind]
 HEALTH_UNSPECIFIED: Health
 HEALTH_STARTING: Health
 HEALTH_OK: Health
@@ -85,12 +96,17 @@ BGP_STATE_ACTIVE: BgpState
 BGP_STATE_OPEN_SENT: BgpState
 BGP_STATE_OPEN_CONFIRM: BgpState
 BGP_STATE_ESTABLISHED: BgpState
+SERVICE_VIP_STATE_UNSPECIFIED: ServiceVipState
+SERVICE_VIP_STATE_OK: ServiceVipState
+SERVICE_VIP_STATE_NO_ANNOUNCER: ServiceVipState
+SERVICE_VIP_STATE_REFUSED: ServiceVipState
 LOCATE_MATCH_UNSPECIFIED: LocateMatch
 LOCATE_MATCH_POD_IP: LocateMatch
 LOCATE_MATCH_POD: LocateMatch
 LOCATE_MATCH_NODE: LocateMatch
 LOCATE_MATCH_NODE_IP: LocateMatch
 LOCATE_MATCH_POD_PREFIX: LocateMatch
+LOCATE_MATCH_SERVICE_VIP: LocateMatch
 EVENT_KIND_UNSPECIFIED: EventKind
 EVENT_KIND_NODE_ATTACHED: EventKind
 EVENT_KIND_NODE_DETACHED: EventKind
@@ -101,6 +117,9 @@ EVENT_KIND_SESSION_DOWN: EventKind
 EVENT_KIND_APPLY_RESULT: EventKind
 EVENT_KIND_THRESHOLD_CROSSED: EventKind
 EVENT_KIND_REFUSAL: EventKind
+EVENT_KIND_SERVICE_VIP_ADDED: EventKind
+EVENT_KIND_SERVICE_VIP_REMOVED: EventKind
+EVENT_KIND_VIP_REFUSED: EventKind
 
 class KubernetesConnection(_message.Message):
     __slots__ = ("connected", "synced", "last_error", "seconds_since_contact", "resource_version", "nodes")
@@ -300,6 +319,58 @@ class GetHeadroomResponse(_message.Message):
     resources: _containers.RepeatedCompositeFieldContainer[Headroom]
     def __init__(self, resources: _Optional[_Iterable[_Union[Headroom, _Mapping]]] = ...) -> None: ...
 
+class ServiceVip(_message.Message):
+    __slots__ = ("vip", "prefix", "service", "services", "policy", "nodes_permitted", "nodes_announcing", "announcing_known", "state", "reason", "ports")
+    class PortsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VIP_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    NODES_PERMITTED_FIELD_NUMBER: _ClassVar[int]
+    NODES_ANNOUNCING_FIELD_NUMBER: _ClassVar[int]
+    ANNOUNCING_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    vip: str
+    prefix: str
+    service: str
+    services: _containers.RepeatedScalarFieldContainer[str]
+    policy: str
+    nodes_permitted: _containers.RepeatedScalarFieldContainer[str]
+    nodes_announcing: _containers.RepeatedScalarFieldContainer[str]
+    announcing_known: bool
+    state: ServiceVipState
+    reason: str
+    ports: _containers.ScalarMap[str, str]
+    def __init__(self, vip: _Optional[str] = ..., prefix: _Optional[str] = ..., service: _Optional[str] = ..., services: _Optional[_Iterable[str]] = ..., policy: _Optional[str] = ..., nodes_permitted: _Optional[_Iterable[str]] = ..., nodes_announcing: _Optional[_Iterable[str]] = ..., announcing_known: _Optional[bool] = ..., state: _Optional[_Union[ServiceVipState, str]] = ..., reason: _Optional[str] = ..., ports: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ListServicesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListServicesResponse(_message.Message):
+    __slots__ = ("services", "ports")
+    class PortsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    services: _containers.RepeatedCompositeFieldContainer[ServiceVip]
+    ports: _containers.ScalarMap[str, str]
+    def __init__(self, services: _Optional[_Iterable[_Union[ServiceVip, _Mapping]]] = ..., ports: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class Pod(_message.Message):
     __slots__ = ("namespace", "name", "node", "ips", "phase", "host_network", "created")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
@@ -325,7 +396,7 @@ class LocateRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ...) -> None: ...
 
 class LocateResponse(_message.Message):
-    __slots__ = ("query", "matched", "node", "port", "routing", "route_prefix", "next_hop", "vtep", "pod", "node_ips", "node_prefixes", "bgp_state")
+    __slots__ = ("query", "matched", "node", "port", "routing", "route_prefix", "next_hop", "vtep", "pod", "node_ips", "node_prefixes", "bgp_state", "service")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     MATCHED_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -338,6 +409,7 @@ class LocateResponse(_message.Message):
     NODE_IPS_FIELD_NUMBER: _ClassVar[int]
     NODE_PREFIXES_FIELD_NUMBER: _ClassVar[int]
     BGP_STATE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
     query: str
     matched: LocateMatch
     node: str
@@ -350,7 +422,8 @@ class LocateResponse(_message.Message):
     node_ips: _containers.RepeatedScalarFieldContainer[str]
     node_prefixes: _containers.RepeatedScalarFieldContainer[str]
     bgp_state: BgpState
-    def __init__(self, query: _Optional[str] = ..., matched: _Optional[_Union[LocateMatch, str]] = ..., node: _Optional[str] = ..., port: _Optional[str] = ..., routing: _Optional[_Union[RoutingMode, str]] = ..., route_prefix: _Optional[str] = ..., next_hop: _Optional[str] = ..., vtep: _Optional[str] = ..., pod: _Optional[_Union[Pod, _Mapping]] = ..., node_ips: _Optional[_Iterable[str]] = ..., node_prefixes: _Optional[_Iterable[str]] = ..., bgp_state: _Optional[_Union[BgpState, str]] = ...) -> None: ...
+    service: ServiceVip
+    def __init__(self, query: _Optional[str] = ..., matched: _Optional[_Union[LocateMatch, str]] = ..., node: _Optional[str] = ..., port: _Optional[str] = ..., routing: _Optional[_Union[RoutingMode, str]] = ..., route_prefix: _Optional[str] = ..., next_hop: _Optional[str] = ..., vtep: _Optional[str] = ..., pod: _Optional[_Union[Pod, _Mapping]] = ..., node_ips: _Optional[_Iterable[str]] = ..., node_prefixes: _Optional[_Iterable[str]] = ..., bgp_state: _Optional[_Union[BgpState, str]] = ..., service: _Optional[_Union[ServiceVip, _Mapping]] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("seq", "kind", "time", "subject", "message")

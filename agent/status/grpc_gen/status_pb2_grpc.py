@@ -61,6 +61,11 @@ class FabricStatusStub:
                 request_serializer=kube__fabric__agent_dot_v1_dot_status__pb2.GetHeadroomRequest.SerializeToString,
                 response_deserializer=kube__fabric__agent_dot_v1_dot_status__pb2.GetHeadroomResponse.FromString,
                 _registered_method=True)
+        self.ListServices = channel.unary_unary(
+                '/kube_fabric_agent.v1.FabricStatus/ListServices',
+                request_serializer=kube__fabric__agent_dot_v1_dot_status__pb2.ListServicesRequest.SerializeToString,
+                response_deserializer=kube__fabric__agent_dot_v1_dot_status__pb2.ListServicesResponse.FromString,
+                _registered_method=True)
         self.Locate = channel.unary_unary(
                 '/kube_fabric_agent.v1.FabricStatus/Locate',
                 request_serializer=kube__fabric__agent_dot_v1_dot_status__pb2.LocateRequest.SerializeToString,
@@ -111,8 +116,16 @@ class FabricStatusServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListServices(self, request, context):
+        """Every Service VIP the plan knows (refused ones included): which nodes Kubernetes permits
+        to announce it, which the leaf's FIB forwards it to now, and its state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Locate(self, request, context):
-        """Where a pod IP, namespace/pod, node name or node IP is behind this leaf.
+        """Where a pod IP, namespace/pod, node name, node IP or Service VIP is behind this leaf.
         NOT_FOUND when nothing behind this leaf matches, INVALID_ARGUMENT for a malformed query.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -154,6 +167,11 @@ def add_FabricStatusServicer_to_server(servicer, server):
                     servicer.GetHeadroom,
                     request_deserializer=kube__fabric__agent_dot_v1_dot_status__pb2.GetHeadroomRequest.FromString,
                     response_serializer=kube__fabric__agent_dot_v1_dot_status__pb2.GetHeadroomResponse.SerializeToString,
+            ),
+            'ListServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServices,
+                    request_deserializer=kube__fabric__agent_dot_v1_dot_status__pb2.ListServicesRequest.FromString,
+                    response_serializer=kube__fabric__agent_dot_v1_dot_status__pb2.ListServicesResponse.SerializeToString,
             ),
             'Locate': grpc.unary_unary_rpc_method_handler(
                     servicer.Locate,
@@ -301,6 +319,33 @@ class FabricStatus:
             '/kube_fabric_agent.v1.FabricStatus/GetHeadroom',
             kube__fabric__agent_dot_v1_dot_status__pb2.GetHeadroomRequest.SerializeToString,
             kube__fabric__agent_dot_v1_dot_status__pb2.GetHeadroomResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kube_fabric_agent.v1.FabricStatus/ListServices',
+            kube__fabric__agent_dot_v1_dot_status__pb2.ListServicesRequest.SerializeToString,
+            kube__fabric__agent_dot_v1_dot_status__pb2.ListServicesResponse.FromString,
             options,
             channel_credentials,
             insecure,
