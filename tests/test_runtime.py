@@ -205,6 +205,8 @@ async def test_with_service_pools_nothing_is_applied_before_services_are_listed(
         peer = next(p for p in rt.frr.applied[0].server_peers if p.port == "swp1")
         assert peer.vips_v4 == ("203.0.113.10/32",)
         assert [v.vip for v in rt.reconciler.view.s.plan.services] == ["203.0.113.10"]
+        kinds = [(e.kind, e.subject) for e in rt.events.history()]
+        assert ("service_vip_added", "203.0.113.10") in kinds, kinds
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -90,3 +90,12 @@ def test_parse_service_answers_the_same_on_the_slim_service(obj: Any) -> None:
 @given(obj=hostile_slices)
 def test_parse_endpoint_slice_answers_the_same_on_the_slim_slice(obj: Any) -> None:
     same(parse_endpoint_slice(slim_endpoint_slice(obj)), parse_endpoint_slice(obj))
+
+
+def test_a_creation_time_that_is_no_short_string_reads_as_none_either_way() -> None:
+    """Found by the fuzz test: a marker in place of a list would have sorted as a time."""
+    for created in ([], "9" * 65, 7):
+        obj = {**METALLB_SERVICE, "metadata": {"name": "web", "namespace": "shop",
+                                               "creationTimestamp": created}}
+        assert parse_service(slim_service(obj)) == parse_service(obj)
+        assert parse_service(obj)[0].created == ""  # type: ignore[union-attr]

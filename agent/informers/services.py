@@ -19,6 +19,7 @@ from typing import Any
 from agent.cluster.nodes import value_at
 from agent.cluster.services import (
     MAX_ENDPOINTS_PER_SLICE,
+    MAX_TIMESTAMP,
     MAX_VIPS_PER_SERVICE,
     SERVICE_NAME_LABEL,
 )
@@ -38,8 +39,13 @@ def _list(raw: Any, keep: int, each: Callable[[Any], Any]) -> Any:
 
 
 def _identity(meta: Mapping[Any, Any]) -> dict[str, Any]:
-    return {k: bounded(meta[k], MAX_NAME if k != "creationTimestamp" else MAX_SHORT)
-            for k in ("namespace", "name", "creationTimestamp") if k in meta}
+    kept = {k: bounded(meta[k], MAX_NAME) for k in ("namespace", "name") if k in meta}
+    created = meta.get("creationTimestamp")
+    # Only orders Services (oldest first for room): parse reads anything but a short string as
+    # "no time", so anything else is left out here rather than turned into a marker string.
+    if isinstance(created, str) and len(created) <= MAX_TIMESTAMP:
+        kept["creationTimestamp"] = created
+    return kept
 
 
 def _ingress(entry: Any) -> Any:

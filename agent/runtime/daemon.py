@@ -28,6 +28,7 @@ from agent.informers.pods import PodWatcher
 from agent.informers.services import ServiceWatch
 from agent.runtime.reconcile import Dirty, Reconciler, RuntimeFeedback
 from agent.runtime.systemd import Systemd
+from agent.status.announcers import VipRouteObserver
 from agent.status.file import group_id, summary_line, write_status_file
 from agent.status.headroom import HeadroomMonitor
 from agent.status.metrics import Metrics
@@ -63,6 +64,8 @@ class Agent:
                                 interval=config.fabric.lldp_poll_seconds)
                      if config.fabric.lldp else None)
         self.bgp = BgpObserver(config.frr.vtysh, config.frr.pathspace)
+        # Which nodes the leaf forwards each Service VIP to, read from its FIB (status only).
+        self.vip_routes = VipRouteObserver(config.dataplane.route_protocol)
         self.headroom = HeadroomMonitor(config, self.events)
         self.metrics = Metrics()
         self.systemd = Systemd()
@@ -98,6 +101,7 @@ class Agent:
                 peer = self.bgp.peers.get(port)
                 self.events.emit(kind, port, peer.state if peer else "removed")
             self.state.peers = self.bgp.peers
+            await self.vip_routes.poll(self.state)
             self.reconciler.refresh_headroom()  # "used" follows the tables, not only reconciles
             self.metrics.update_from(self.view)
             self.metrics.update_offload(self.state.offload_failed)

@@ -38,6 +38,7 @@ from agent.plan.model import DataplaneDesired, FrrDesired, Plan, originated_only
 from agent.status.headroom import HeadroomMonitor
 from agent.status.metrics import Metrics
 from agent.status.model import EventLog, attachment_events, refusal_events
+from agent.status.services import service_events
 from agent.status.state import ObservedState
 from agent.status.view import AgentView
 
@@ -255,8 +256,11 @@ class Reconciler:
                                                self._plan_cache)
         before_attachments = self.view.attachments()
         before_refusals = self.state.refusals()
+        before_services = self.state.plan.services if self.state.plan else ()
         self.state.plan, self.state.cluster = new, cluster
         for event in attachment_events(before_attachments, self.view.attachments(), time.time()):
+            self.events.publish(event)
+        for event in service_events(before_services, new.services, time.time()):
             self.events.publish(event)
 
         async with self._lock:

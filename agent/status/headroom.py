@@ -18,6 +18,7 @@ from agent.headroom.report import HeadroomInfo, build_report
 from agent.headroom.resources import RESOURCES, Capacity, Observed, Resource, check_resource
 from agent.headroom.thresholds import ThresholdTracker
 from agent.headroom.usage import per_node_cost, total
+from agent.plan.costs import desired_total
 from agent.plan.model import Plan
 from agent.status.model import EventLog
 
@@ -83,7 +84,7 @@ class HeadroomMonitor:
         """The rows for `plan` and what the data plane `observed` it holds; thresholds crossed
         become events."""
         self._last = (plan, dict(observed or {}))
-        desired = total(plan.costs)
+        desired = desired_total(plan)  # the nodes' costs and the VIPs' routes and groups
         admitted = total([plan.costs[n] for n in (plan.admission.admitted if plan.admission
                                                   else plan.costs) if n in plan.costs])
         seen: dict[str, int | Observed] = dict(observed or {})

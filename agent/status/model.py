@@ -332,10 +332,11 @@ def attachment_events(
 def refusal_events(
     before: Sequence[Refusal], after: Sequence[Refusal], now: float
 ) -> list[Event]:
-    """One `refusal` event per refusal that appeared (cleared ones are only logged)."""
+    """One `refusal` event per refusal that appeared (cleared ones are only logged). A refused
+    Service VIP is its own bounded `vip_refused` event (agent.status.services), not this."""
     seen = set(before)
     return [Event("refusal", now, r.name, f"{r.kind}: {r.reason}") for r in after
-            if r not in seen]
+            if r not in seen and r.kind != "vip"]
 
 
 class SubscriberTooSlow(Exception):
