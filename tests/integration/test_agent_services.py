@@ -5,6 +5,7 @@ written the way MetalLB and the endpointslice controller write them (the lab run
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from tests.integration.expect import bgp_summary, expect_json, expected
 
 POOL = "203.0.113.0/24"
 CLUSTER_VIP, LOCAL_VIP, ROGUE_VIP = "203.0.113.10", "203.0.113.20", "203.0.113.99"
+STATIC_VIP = "203.0.113.30"  # a Local Service whose only endpoint is on st1 (no BGP speaker)
 ASN = {"srv1": 65201, "srv2": 65202, "srv3": 65203}
 PORT_OF = {name: s["port"] for name, s in SERVERS.items()}
 EXCLUDE = "node.kubernetes.io/exclude-from-external-load-balancers"
@@ -25,6 +27,7 @@ def env() -> Iterator[AgentLab]:
     with AgentLab(prefix="kfat", api="real", service_pools=[POOL]) as lab_env:
         for name in SERVERS:
             lab_env.add_server_node(name)
+        lab_env.add_static_node("st1")
         expect_json(lab_env, lambda: bgp_summary(lab_env), expected("leaf1-sessions"), 60.0,
                     "sessions with srv1..srv3 and the spine Established")
         for name in SERVERS:
@@ -79,6 +82,10 @@ def speakers(env: AgentLab) -> Iterator[None]:
     env.api.create_service("web", "shop", ingress=[CLUSTER_VIP], policy="Cluster")
     env.api.create_service("api", "shop", ingress=[LOCAL_VIP], policy="Local")
     env.api.put_endpoint_slice("api-1", "shop", "api", {"srv2": True})
+    env.lab.exec("st1", ["ip", "addr", "add", f"{STATIC_VIP}/32", "dev", "lo"])
+    serve(env, "st1", STATIC_VIP)
+    env.api.create_service("shell", "shop", ingress=[STATIC_VIP], policy="Local")
+    env.api.put_endpoint_slice("shell-1", "shop", "shell", {"st1": True})
     yield
 
 
@@ -152,3 +159,41 @@ def test_the_spine_receives_the_admitted_vips_only(env: AgentLab) -> None:
     env.wait(lambda: {f"{CLUSTER_VIP}/32", f"{LOCAL_VIP}/32"} <= spine_routes(), 30.0,
              "the spine receiving both VIPs from the leaf")
     assert f"{ROGUE_VIP}/32" not in spine_routes()
+
+
+def test_a_static_node_gets_the_vip_route_installed_by_the_leaf(env: AgentLab) -> None:
+    """st1 speaks no BGP: the leaf itself routes its VIP to st1's InternalIP (the agent's own
+    route protocol), announces it upstream, and host1 reaches the listener behind it."""
+    st1_ip = "192.168.10.5"
+
+    def leaf_route() -> dict[str, Any]:
+        return env.kernel_routes(LEAF).get(STATIC_VIP, {})
+
+    env.wait(lambda: leaf_route().get("gateway") == st1_ip, 30.0,
+             f"{STATIC_VIP} via st1's InternalIP in leaf1's kernel")
+    assert leaf_route().get("protocol") not in ("bgp", None), leaf_route()
+    env.wait(lambda: fetch(env, STATIC_VIP) == "st1", 20.0, "host1 served by st1")
+    env.wait(lambda: f"{STATIC_VIP}/32" in env.lab.vtysh_json(
+        "spine1", "show bgp ipv4 unicast json").get("routes", {}), 30.0,
+        "the spine receiving the VIP the leaf routes itself")
+
+
+def test_fabricctl_services_shows_who_may_and_who_does_announce(env: AgentLab) -> None:
+    env.wait(lambda: nexthop_ports(env, CLUSTER_VIP) == ports("srv1", "srv2", "srv3"), 30.0,
+             "converged")
+
+    def by_vip() -> dict[str, Any]:
+        res = env.fabricctl_run("services", "--json")
+        assert res.returncode == 0, res.stderr
+        return {v["vip"]: v for v in json.loads(res.stdout)}
+
+    env.wait(lambda: by_vip().get(CLUSTER_VIP, {}).get("nodes_announcing")
+             == ["srv1", "srv2", "srv3"], 15.0, "fabricctl services seeing the three announce")
+    vips = by_vip()
+    web = vips[CLUSTER_VIP]
+    assert (web["service"], web["policy"], web["state"]) == ("shop/web", "Cluster", "ok")
+    assert web["nodes_permitted"] == ["srv1", "srv2", "srv3", "st1"], web  # st1: static
+    api = vips[LOCAL_VIP]
+    assert api["nodes_permitted"] == ["srv2"] and api["nodes_announcing"] == ["srv2"], api
+    assert ROGUE_VIP not in vips, "no Service names it"
+    print(env.fabricctl("services"))
