@@ -13,6 +13,7 @@ the same answer on the slim objects as on the full ones.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -76,19 +77,36 @@ def slim_service(obj: Any) -> Any:
     return slim
 
 
+# 100,000 endpoints hold a handful of distinct condition sets: one shared (never mutated) dict
+# per set instead of one per endpoint. Bounded: hostile values could make many distinct ones.
+_SHARED_CONDITIONS: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+_MAX_SHARED = 64
+
+
+def _shared(conditions: dict[str, Any]) -> dict[str, Any]:
+    key = tuple(conditions.items())
+    found = _SHARED_CONDITIONS.get(key)
+    if found is not None:
+        return found
+    if len(_SHARED_CONDITIONS) < _MAX_SHARED:
+        _SHARED_CONDITIONS[key] = conditions
+    return conditions
+
+
 def _endpoint(entry: Any) -> Any:
     if not isinstance(entry, Mapping):
         return bounded(entry, 0)
     kept: dict[str, Any] = {}
     if "nodeName" in entry:
-        kept["nodeName"] = bounded(entry["nodeName"], MAX_NAME)
+        name = bounded(entry["nodeName"], MAX_NAME)
+        kept["nodeName"] = sys.intern(name) if isinstance(name, str) else name
     conditions = entry.get("conditions")
     if isinstance(conditions, Mapping):
         # A non-boolean is kept as a marker, not dropped: absent means "ready", a wrong value
         # means "not ready" to parse, and slimming must not turn one into the other.
-        kept["conditions"] = {k: conditions[k] if isinstance(conditions[k], bool | None)
-                              else marker(conditions[k], 0)
-                              for k in ("ready", "serving") if k in conditions}
+        kept["conditions"] = _shared({k: conditions[k] if isinstance(conditions[k], bool | None)
+                                      else marker(conditions[k], 0)
+                                      for k in ("ready", "serving") if k in conditions})
     elif conditions is not None:
         kept["conditions"] = bounded(conditions, 0)
     return kept
