@@ -56,7 +56,7 @@ def test_attachments_and_status(env: AgentLab) -> None:
     assert "srv1" in table and "established" in table
     headroom = {r["resource"]: r for r in ctl_json(env, "headroom")}
     assert set(headroom) == {"ipv4_routes", "ipv6_routes", "nexthops", "neighbors",
-                             "fdb_entries", "remote_vteps"}
+                             "fdb_entries", "remote_vteps", "nexthop_groups"}
     assert headroom["ipv4_routes"]["desired"] >= 6  # three pod CIDRs, three host routes
 
 
