@@ -32,13 +32,14 @@ from agent.vocabulary import SWITCH_PORT_ANNOTATION
 PORTS = 48
 
 
-def config() -> AgentConfig:
+def config(**fabric: Any) -> AgentConfig:
+    """The 48-port leaf; `fabric` adds keys (bench/services_scale.py: service_pools)."""
     return parse_config({
         "switch": {"hostname": "leaf1", "asn": 65101, "router_id": "10.255.0.1"},
         "fabric": {"server_ports": [f"swp{i}" for i in range(1, PORTS + 1)],
                    "uplinks": ["swp49", "swp50", "swp51", "swp52"],
                    "pod_supernets": ["10.0.0.0/8", "fd00:10:244::/48"],
-                   "node_networks": ["192.168.0.0/16", "fd00:192:168::/48"]}})
+                   "node_networks": ["192.168.0.0/16", "fd00:192:168::/48"], **fabric}})
 
 
 def node(i: int, gen: int = 0, cordoned: bool = False) -> dict[str, Any]:

@@ -29,24 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.apply.frr.render import render_frr
 from agent.cluster.nodes import cluster_state
 from agent.cluster.services import service_state
-from agent.config import AgentConfig, parse_config
 from agent.informers.services import slim_endpoint_slice, slim_service
 from agent.plan.build import plan
 from agent.plan.incremental import PlanCache
 from bench.scale import PORTS, node
+from bench.scale import config as leaf_config
 
 POOL = ipaddress.ip_network("198.18.0.0/15")
 NODES = 5000
-
-
-def config() -> AgentConfig:
-    return parse_config({
-        "switch": {"hostname": "leaf1", "asn": 65101, "router_id": "10.255.0.1"},
-        "fabric": {"server_ports": [f"swp{i}" for i in range(1, PORTS + 1)],
-                   "uplinks": ["swp49", "swp50", "swp51", "swp52"],
-                   "pod_supernets": ["10.0.0.0/8", "fd00:10:244::/48"],
-                   "node_networks": ["192.168.0.0/16", "fd00:192:168::/48"],
-                   "service_pools": [str(POOL)]}})
 
 
 def ready(obj: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +103,7 @@ def main() -> None:
     parser.add_argument("--baseline-changes", type=int, default=3)
     args = parser.parse_args()
     n, e = args.services, args.endpoints
-    cfg = config()
+    cfg = leaf_config(service_pools=[str(POOL)])
     nodes = tuple(ready(node(i)) for i in range(NODES))
 
     raw, raw_mib = size_of(lambda: ([service(i) for i in range(n)],

@@ -108,9 +108,10 @@ async def await_for(check: Callable[[], bool], limit: float, what: str) -> float
     return time.monotonic() - t0
 
 
-@pytest.fixture
-def ns() -> Iterator[str]:
-    name = f"kfn-dp-{secrets.token_hex(3)}"
+@contextlib.contextmanager
+def veth_namespace(prefix: str) -> Iterator[str]:
+    """A namespace with a veth pair up, 192.0.2.1/24 and 2001:db8::1/64 on v0; deleted after."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         sh(name, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
@@ -121,6 +122,12 @@ def ns() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    with veth_namespace("kfn-dp") as name:
+        yield name
 
 
 def errors(result: ApplyResult | None) -> list[tuple[str, str, str]]:

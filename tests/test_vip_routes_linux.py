@@ -9,8 +9,6 @@ tests/test_linux_dataplane.py does.
 
 from __future__ import annotations
 
-import secrets
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -27,6 +25,7 @@ from tests.test_linux_dataplane import (
     js,
     kernel_events,
     sh,
+    veth_namespace,
     watching,
 )
 
@@ -65,17 +64,8 @@ def next_hops(ns: str, proto: int | None = PROTO) -> dict[str, tuple[str, ...]]:
 
 @pytest.fixture
 def ns() -> Iterator[str]:
-    name = f"kfasvc-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        sh(name, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
-        for dev in ("lo", "v0", "v1"):
-            sh(name, "link", "set", dev, "up")
-        sh(name, "addr", "add", "192.0.2.1/24", "dev", "v0")
-        sh(name, "addr", "add", "2001:db8::1/64", "dev", "v0", "nodad")
+    with veth_namespace("kfasvc") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture
